@@ -1,0 +1,97 @@
+// Package rules turns kubeshaper annotations into typed, validated policy.
+// It is pure: no I/O, no Kubernetes client, no kernel. Everything downstream
+// (datapath, reconciler, CLI) consumes the types defined here.
+package rules
+
+import "time"
+
+// Direction is named from the pod's point of view.
+type Direction uint8
+
+const (
+	// Egress is traffic the pod sends (host veth tc ingress).
+	Egress Direction = 0
+	// Ingress is traffic the pod receives (host veth tc egress).
+	Ingress Direction = 1
+)
+
+// Directions lists both directions in map-key order.
+var Directions = [2]Direction{Egress, Ingress}
+
+func (d Direction) String() string {
+	if d == Ingress {
+		return "ingress"
+	}
+	return "egress"
+}
+
+// BandwidthMode selects how a rate limit is enforced.
+type BandwidthMode string
+
+const (
+	// ModeDrop is the BPF token-bucket policer (default; needs no qdisc).
+	ModeDrop BandwidthMode = "drop"
+	// ModePace is EDT pacing: skb->tstamp plus an fq qdisc.
+	ModePace BandwidthMode = "pace"
+	// ModeTBF is the kernel tbf qdisc driven by kubeshaper (BPF still counts).
+	ModeTBF BandwidthMode = "tbf"
+)
+
+// Bandwidth is a rate limit for one direction.
+type Bandwidth struct {
+	// RateBitsPerSec counts L2 (wire) bits per second, decimal units.
+	RateBitsPerSec uint64
+	// BurstBytes is the bucket size; 0 means "derive from the rate".
+	BurstBytes uint64
+	Mode       BandwidthMode
+}
+
+// LossKind is the random distribution of injected loss.
+type LossKind string
+
+const (
+	LossUniform     LossKind = "uniform"
+	LossExponential LossKind = "exponential"
+)
+
+// Loss is random packet loss for one direction.
+type Loss struct {
+	Kind LossKind
+	// Percent is the uniform drop probability in percent, [0,100].
+	Percent float64
+	// Threshold is the thesis's exponential threshold t in [0,1000]:
+	// P(drop) = e^(-t/100).
+	Threshold uint32
+}
+
+// Delay is added latency (EDT; needs fq on the hook's device).
+type Delay struct {
+	Delay  time.Duration
+	Jitter time.Duration
+}
+
+// Program is a custom program from the admin's program directory.
+type Program struct {
+	Name string
+	// Params are the program's volatile const globals, NAME=value, in the
+	// order given.
+	Params []Param
+}
+
+// Param is one NAME=value setting of a custom program.
+type Param struct {
+	Name  string
+	Value string
+}
+
+// DirectionPolicy is everything asked for one direction. A nil field means
+// "no rule of that kind".
+type DirectionPolicy struct {
+	Bandwidth *Bandwidth
+	Loss      *Loss
+	Delay     *Delay
+	Program   *Program
+}
+
+// Policy is the effective rule set of one pod, indexed by Direction.
+type Policy [2]DirectionPolicy
