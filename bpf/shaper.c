@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * kubeshaper's TC programs. One object is loaded once per node and the same
+ * program is attached to every pod's host-side veth; what it does on each
+ * {interface, direction} comes from ks_config, written by the agent. A rule
+ * change is a map update, never a reload.
+ *
+ * Only struct __sk_buff (stable UAPI, rewritten by the verifier) is read, so
+ * the object needs no CO-RE relocations and loads on 5.10 … 7.x as is.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "shaper.h"
+
+#define NSEC_PER_SEC 1000000000ULL
+/* Header bytes assumed per segment when a GSO skb's headers cannot be
+ * parsed (Ethernet + IPv4 + TCP with timestamps). */
+#define KS_DEFAULT_HDR 66
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ks_key);
+	__type(value, struct ks_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_configs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ks_key);
+	__type(value, struct ks_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_states SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ks_key);
+	__type(value, struct ks_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_stats SEC(".maps");
+
+/* Force BTF emission of types only user space uses. */
+const enum ks_reason ks_reason_unused __attribute__((unused));
+const enum ks_flags ks_flags_unused __attribute__((unused));
+
+/*
+ * Bytes per segment that a GSO skb's headers occupy: each wire segment
+ * repeats them. Parsed from the linear head; a guess if it cannot be.
+ */
+static __always_inline __u32 gso_header_len(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u32 l3;
+
+	if ((void *)(eth + 1) > end)
+		return KS_DEFAULT_HDR;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > end)
+			return KS_DEFAULT_HDR;
+		l3 = ip->ihl * 4;
+		if (ip->protocol != IPPROTO_TCP)
+			return sizeof(*eth) + l3 + 8; /* UDP GSO */
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > end)
+			return KS_DEFAULT_HDR;
+		l3 = sizeof(*ip6);
+		if (ip6->nexthdr != IPPROTO_TCP)
+			return sizeof(*eth) + l3 + 8;
+	} else {
+		return KS_DEFAULT_HDR;
+	}
+	if (l3 < 20 || l3 > 60)
+		return KS_DEFAULT_HDR;
+	struct tcphdr *tcp = data + sizeof(*eth) + l3;
+	if ((void *)(tcp + 1) > end)
+		return KS_DEFAULT_HDR;
+	return sizeof(*eth) + l3 + tcp->doff * 4;
+}
+
+static __always_inline struct ks_counters *counters_of(struct ks_key *key)
+{
+	struct ks_counters *c = bpf_map_lookup_elem(&ks_stats, key);
+
+	if (c)
+		return c;
+	/* The agent creates the entry on apply; this only covers a race. */
+	struct ks_counters zero = {};
+	bpf_map_update_elem(&ks_stats, key, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&ks_stats, key);
+}
+
+static __always_inline int drop(struct ks_counters *c, __u32 reason,
+				__u64 wire, __u32 segs)
+{
+	if (c && reason < KS_REASON_MAX) {
+		c->drop_packets[reason] += segs;
+		c->drop_bytes[reason] += wire;
+	}
+	return TC_ACT_SHOT;
+}
+
+/*
+ * Drop-mode token bucket. Why it is not the textbook one:
+ *  - It may run into debt (cfg->debt bytes): a packet passes while the
+ *    bucket holds anything, and is charged in full. A strict bucket starves
+ *    64 KB GSO skbs whenever fewer than 64 KB of tokens are left, which is
+ *    most of the time at low rates; the debt is repaid before the next
+ *    packet passes, so the long-term rate is exact.
+ *  - Sparse packets (pure ACKs, pings, DNS: <= sparse_max bytes) may go
+ *    deeper, down to -burst. Dropping a saturating flow's competitors' small
+ *    packets (its own download's ACKs, a health check) is what turns a
+ *    policer into an outage; they are still charged, so the rate holds.
+ * Returns 1 to pass, 0 to drop.
+ */
+static __always_inline int bucket_admit(struct ks_config *cfg,
+					struct ks_state *st, __u64 now,
+					__u64 wire)
+{
+	__s64 floor = -(__s64)cfg->debt;
+	__u64 elapsed;
+	int pass;
+
+	if ((cfg->flags & KS_F_SPARSE) && wire <= cfg->sparse_max)
+		floor = -(__s64)cfg->burst;
+
+	bpf_spin_lock(&st->lock);
+	elapsed = now - st->last_ns;
+	if ((__s64)elapsed < 0)
+		elapsed = 0;
+	/* Capping elapsed at the fill time keeps elapsed*rate in 64 bits. */
+	if (elapsed > cfg->fill_ns)
+		elapsed = cfg->fill_ns;
+	st->tokens += elapsed * cfg->rate / NSEC_PER_SEC;
+	if (st->tokens > (__s64)cfg->burst)
+		st->tokens = cfg->burst;
+	st->last_ns = now;
+	pass = st->tokens - (__s64)wire >= floor;
+	if (pass)
+		st->tokens -= wire;
+	bpf_spin_unlock(&st->lock);
+	return pass;
+}
+
+/*
+ * EDT: the departure time of this packet. Pacing reserves wire/rate of the
+ * link per packet; delay adds a fixed (+ jittered) offset on top. Returns 0
+ * when the departure lies beyond the horizon (the caller drops).
+ */
+static __always_inline __u64 edt_departure(struct __sk_buff *skb,
+					   struct ks_config *cfg,
+					   struct ks_state *st, __u64 now,
+					   __u64 wire)
+{
+	__u64 t = now;
+
+	if (cfg->flags & KS_F_PACE) {
+		__u64 next;
+
+		bpf_spin_lock(&st->lock);
+		next = st->t_next;
+		if (next < now)
+			next = now;
+		if (next - now > cfg->horizon_ns) {
+			bpf_spin_unlock(&st->lock);
+			return 0;
+		}
+		st->t_next = next + wire * NSEC_PER_SEC / cfg->rate;
+		bpf_spin_unlock(&st->lock);
+		t = next;
+	}
+	if (cfg->flags & KS_F_DELAY) {
+		__u64 d = cfg->delay_ns;
+
+		if (cfg->jitter_ns) {
+			/* uniform in [delay - jitter, delay + jitter] */
+			__u64 span = 2 * cfg->jitter_ns + 1;
+			d = d - cfg->jitter_ns + bpf_get_prandom_u32() % span;
+		}
+		t += d;
+		if (t - now > cfg->horizon_ns)
+			return 0;
+	}
+	/* Never move a packet earlier than the stack already asked for. */
+	if (t < skb->tstamp)
+		t = skb->tstamp;
+	return t;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
+{
+	struct ks_key key = { .ifindex = skb->ifindex, .dir = dir };
+	struct ks_config *cfg;
+	struct ks_counters *c;
+	struct ks_state *st;
+	__u32 segs = skb->gso_segs;
+	__u64 wire = skb->len;
+	__u64 now;
+
+	cfg = bpf_map_lookup_elem(&ks_configs, &key);
+	if (!cfg)
+		return TC_ACT_UNSPEC; /* not ours (a stale filter): stay out */
+
+	if (segs > 1)
+		wire += (__u64)(segs - 1) * gso_header_len(skb);
+	else
+		segs = 1;
+
+	c = counters_of(&key);
+	if (c) {
+		c->packets += segs;
+		c->bytes += wire;
+	}
+
+	if ((cfg->flags & KS_F_LOSS) &&
+	    (__u64)bpf_get_prandom_u32() < cfg->loss_thresh)
+		return drop(c, KS_REASON_LOSS, wire, segs);
+
+	if (!(cfg->flags & (KS_F_RATE | KS_F_PACE | KS_F_DELAY)))
+		return TC_ACT_UNSPEC;
+	if (!cfg->rate && (cfg->flags & (KS_F_RATE | KS_F_PACE)))
+		return TC_ACT_UNSPEC; /* user space never writes this */
+
+	st = bpf_map_lookup_elem(&ks_states, &key);
+	if (!st)
+		return TC_ACT_UNSPEC; /* created with the config; fail open */
+	now = bpf_ktime_get_ns();
+
+	if ((cfg->flags & KS_F_RATE) && !bucket_admit(cfg, st, now, wire))
+		return drop(c, KS_REASON_BANDWIDTH, wire, segs);
+
+	if (cfg->flags & (KS_F_PACE | KS_F_DELAY)) {
+		__u64 t = edt_departure(skb, cfg, st, now, wire);
+
+		if (!t)
+			return drop(c, KS_REASON_HORIZON, wire, segs);
+		skb->tstamp = t;
+	}
+	/* UNSPEC, not OK: later filters (custom programs, other tools) run. */
+	return TC_ACT_UNSPEC;
+}
+
+/* Attached at the host veth's tc ingress: what the pod sends. */
+SEC("tc")
+int ks_pod_egress(struct __sk_buff *skb)
+{
+	return handle(skb, KS_DIR_EGRESS);
+}
+
+/* Attached at the host veth's tc egress: what the pod receives. */
+SEC("tc")
+int ks_pod_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, KS_DIR_INGRESS);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

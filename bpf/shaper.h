@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Types shared by the kubeshaper TC programs and mirrored, field for field,
+ * by Go structs that bpf2go generates from the BTF (pkg/datapath).
+ * Changing a layout here changes a pinned map's value size: the loader then
+ * refuses the old pin and recreates it (state is lost once, not corrupted).
+ */
+#ifndef KUBESHAPER_SHAPER_H
+#define KUBESHAPER_SHAPER_H
+
+#include <linux/types.h>
+
+/* Directions are named from the pod's point of view. */
+enum ks_dir {
+	KS_DIR_EGRESS = 0,  /* pod sends: host veth tc ingress */
+	KS_DIR_INGRESS = 1, /* pod receives: host veth tc egress */
+};
+
+/* Why a packet was dropped; indexes ks_counters.drop_*. */
+enum ks_reason {
+	KS_REASON_BANDWIDTH = 0, /* token bucket empty (drop mode) */
+	KS_REASON_LOSS = 1,      /* injected random loss */
+	KS_REASON_HORIZON = 2,   /* EDT departure too far in the future */
+	KS_REASON_PROGRAM = 3,   /* a custom program said TC_ACT_SHOT */
+	KS_REASON_MAX = 8,
+};
+
+/* ks_config.flags */
+enum ks_flags {
+	KS_F_RATE = 1 << 0,   /* drop-mode token bucket */
+	KS_F_PACE = 1 << 1,   /* EDT: stamp skb->tstamp at rate (needs fq) */
+	KS_F_LOSS = 1 << 2,   /* random loss with probability loss_thresh/2^32 */
+	KS_F_DELAY = 1 << 3,  /* EDT: add delay (+ jitter) (needs fq) */
+	KS_F_SPARSE = 1 << 4, /* small packets ride on the bucket's debt */
+	KS_F_QDISC = 1 << 5,  /* a kernel qdisc (tbf) enforces rate: count only */
+};
+
+struct ks_key {
+	__u32 ifindex; /* host-side veth, in the netns that holds it */
+	__u32 dir;     /* enum ks_dir */
+};
+
+/* What user space asks for one {interface, direction}; written by Go only. */
+struct ks_config {
+	__u32 flags;
+	__u32 sparse_max;  /* bytes: packets up to this size are "sparse" */
+	__u64 rate;        /* bytes per second, L2 (wire) bytes */
+	__u64 burst;       /* bytes the bucket holds when full */
+	__u64 fill_ns;     /* time an empty bucket takes to fill: burst/rate */
+	__u64 debt;        /* bytes the bucket may go below zero (see shaper.c) */
+	__u64 loss_thresh; /* drop if prandom_u32 < loss_thresh (2^32 = all) */
+	__u64 horizon_ns;  /* EDT: drop what would depart later than this */
+	__u64 delay_ns;    /* EDT: fixed added latency */
+	__u64 jitter_ns;   /* EDT: uniform jitter in [-jitter, +jitter] */
+};
+
+/* Mutable per {interface, direction} state; the datapath owns it. */
+struct ks_state {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__s64 tokens;   /* bytes; negative while in debt */
+	__u64 last_ns;  /* last refill, bpf_ktime_get_ns() */
+	__u64 t_next;   /* EDT: earliest departure of the next packet */
+};
+
+/* Per-CPU counters, summed by user space on read. */
+struct ks_counters {
+	__u64 packets; /* every packet seen at the hook (GSO skb = its segments) */
+	__u64 bytes;   /* wire bytes seen */
+	__u64 drop_packets[KS_REASON_MAX];
+	__u64 drop_bytes[KS_REASON_MAX];
+};
+
+#endif

@@ -1,0 +1,77 @@
+// Command kubeshaper is the node CLI: it applies kubeshaper rules to a host
+// interface directly (useful without Kubernetes, for plain containers and
+// for debugging) and shows what the datapath is doing on this node.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `usage:
+  kubeshaper [--bpffs DIR] iface apply <host-veth> KEY=VALUE...
+  kubeshaper [--bpffs DIR] iface clear <host-veth>
+  kubeshaper [--bpffs DIR] status [--json]
+
+KEY is bandwidth, loss, delay or program; VALUE uses the annotation grammar,
+directions named from the pod's point of view (egress = what the pod sends):
+  kubeshaper iface apply veth1a2b bandwidth="100mbit egress" loss="uniform ingress 1%"
+apply is declarative: the interface ends up with exactly the rules given
+(none given: counted only). Run it in the network namespace that holds the
+host veth (e.g. ip netns exec node kubeshaper ...).
+`
+
+// usageError is bad input: exit code 2 and nothing changed.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func badInput(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kubeshaper", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	bpffs := fs.String("bpffs", "", "bpffs mount to pin maps under (default /sys/fs/bpf, or $KUBESHAPER_BPFFS)")
+	if err := fs.Parse(args); err != nil {
+		return report(stderr, badInput("%v", err))
+	}
+	if *bpffs != "" {
+		os.Setenv("KUBESHAPER_BPFFS", *bpffs)
+	}
+	rest := fs.Args()
+	var err error
+	switch {
+	case len(rest) >= 2 && rest[0] == "iface" && rest[1] == "apply":
+		err = ifaceApply(rest[2:], stdout)
+	case len(rest) >= 2 && rest[0] == "iface" && rest[1] == "clear":
+		err = ifaceClear(rest[2:], stdout)
+	case len(rest) >= 1 && rest[0] == "status":
+		err = status(rest[1:], stdout)
+	case len(rest) == 1 && (rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help"):
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	return report(stderr, err)
+}
+
+func report(stderr io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "kubeshaper: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}

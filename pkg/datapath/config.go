@@ -1,0 +1,97 @@
+package datapath
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+// Tunables of the drop-mode policer. The reasoning and the measurements
+// behind them are in the README (§ Bandwidth: how accurate and why).
+const (
+	// BurstTime sizes the default bucket: burst = rate × BurstTime. A TCP
+	// flow that overruns a policer loses a window and, on a veth's ~30 µs
+	// RTT, often waits out its 200 ms minimum RTO; a bucket that refills
+	// during that wait keeps the long-run rate at the target.
+	BurstTime = 200 * time.Millisecond
+	// MinBurst is the smallest default bucket: one 64 KB GSO skb plus a
+	// few MTU-sized packets, below which GSO traffic cannot pass at all.
+	MinBurst = 128 << 10
+	// GSODebt is how far a packet may take the bucket below zero: one full
+	// GSO skb (64 KB of payload plus its per-segment headers).
+	GSODebt = 64<<10 + 45*66
+	// SparseMax is the size up to which a packet counts as sparse (an
+	// ACK, a ping, a DNS query) and may use the deeper debt.
+	SparseMax = 256
+	// DefaultHorizon is how far in the future EDT may schedule a packet
+	// before it is dropped instead (reason "horizon").
+	DefaultHorizon = 2 * time.Second
+)
+
+// Config is one {interface, direction}'s datapath configuration.
+type Config = shaperKsConfig
+
+// ConfigFor translates a direction's typed policy into the map value the
+// programs read. Rates are converted to bytes once, here.
+func ConfigFor(p rules.DirectionPolicy) (Config, error) {
+	var c Config
+	if bw := p.Bandwidth; bw != nil {
+		rate := bw.RateBitsPerSec / 8
+		if rate == 0 {
+			return c, fmt.Errorf("bandwidth %d bit/s is below one byte per second", bw.RateBitsPerSec)
+		}
+		c.Rate = rate
+		switch bw.Mode {
+		case rules.ModeDrop, "":
+			c.Flags |= uint32(shaperKsFlagsKS_F_RATE | shaperKsFlagsKS_F_SPARSE)
+			c.Burst = bw.BurstBytes
+			if c.Burst == 0 {
+				c.Burst = DefaultBurst(bw.RateBitsPerSec)
+			}
+			c.Debt = min(uint64(GSODebt), c.Burst)
+			c.SparseMax = SparseMax
+			c.FillNs = c.Burst*uint64(time.Second)/rate + 1
+		case rules.ModePace:
+			c.Flags |= uint32(shaperKsFlagsKS_F_PACE)
+		case rules.ModeTBF:
+			// The kernel's tbf enforces; the program only counts. Rate and
+			// burst are kept so that status shows what the tbf was given.
+			c.Flags |= uint32(shaperKsFlagsKS_F_QDISC)
+			c.Burst = bw.BurstBytes
+			if c.Burst == 0 {
+				c.Burst = DefaultBurst(bw.RateBitsPerSec)
+			}
+		default:
+			return c, fmt.Errorf("unknown bandwidth mode %q", bw.Mode)
+		}
+	}
+	if l := p.Loss; l != nil {
+		c.Flags |= uint32(shaperKsFlagsKS_F_LOSS)
+		c.LossThresh = l.Threshold32()
+	}
+	if d := p.Delay; d != nil {
+		c.Flags |= uint32(shaperKsFlagsKS_F_DELAY)
+		c.DelayNs = uint64(d.Delay)
+		c.JitterNs = uint64(d.Jitter)
+	}
+	if c.Flags&uint32(shaperKsFlagsKS_F_PACE|shaperKsFlagsKS_F_DELAY) != 0 {
+		c.HorizonNs = uint64(DefaultHorizon) + c.DelayNs + c.JitterNs
+	}
+	return c, nil
+}
+
+// DefaultBurst is the bucket size used when a rule names none.
+func DefaultBurst(rateBitsPerSec uint64) uint64 {
+	b := rateBitsPerSec / 8 * uint64(BurstTime) / uint64(time.Second)
+	return max(b, MinBurst)
+}
+
+// UsesTBF reports whether a kernel tbf qdisc enforces the rate.
+func (c Config) UsesTBF() bool { return c.Flags&uint32(shaperKsFlagsKS_F_QDISC) != 0 }
+
+// NeedsFQ reports whether the config relies on an fq qdisc (EDT).
+func (c Config) NeedsFQ() bool {
+	return c.Flags&uint32(shaperKsFlagsKS_F_PACE|shaperKsFlagsKS_F_DELAY) != 0
+}
+

@@ -1,0 +1,91 @@
+// Package datapath loads kubeshaper's TC programs once, keeps their maps
+// pinned in the bpffs, and turns typed rules into map entries keyed by
+// {host interface, direction}. It does not attach anything (pkg/attach does)
+// and knows nothing of Kubernetes.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+// Datapath is the loaded object: two programs (one per direction) shared by
+// every interface, and the pinned maps they read and write.
+type Datapath struct {
+	objs   shaperObjects
+	pinDir string
+}
+
+// Open loads the programs and opens (or creates) the maps pinned under
+// pinDir, which must be on a bpffs. Pinned maps keep rules, bucket state
+// and counters across agent restarts; a pin whose layout no longer matches
+// this build is replaced (its state is lost once).
+func Open(pinDir string) (*Datapath, error) {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps: %w", err)
+	}
+	if err := ensurePinDir(pinDir); err != nil {
+		return nil, err
+	}
+	d := &Datapath{pinDir: pinDir}
+	err := d.load()
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// An older build's pins: start over rather than misread them.
+		if rmErr := removePins(pinDir); rmErr != nil {
+			return nil, fmt.Errorf("replacing incompatible pinned maps in %s: %w", pinDir, rmErr)
+		}
+		err = d.load()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Datapath) load() error {
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.pinDir}}
+	if err := loadShaperObjects(&d.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("the kernel's verifier rejected kubeshaper's programs: %+v", ve)
+		}
+		return fmt.Errorf("loading kubeshaper's BPF object (maps pinned in %s): %w", d.pinDir, err)
+	}
+	return nil
+}
+
+// Close releases this process's handles. Attached programs and pinned maps
+// stay in the kernel.
+func (d *Datapath) Close() error { return d.objs.Close() }
+
+// PinDir is where the maps are pinned.
+func (d *Datapath) PinDir() string { return d.pinDir }
+
+// Program returns the program to attach for a direction of the pod:
+// pod egress runs at the host veth's tc ingress, pod ingress at its egress.
+func (d *Datapath) Program(dir rules.Direction) *ebpf.Program {
+	if dir == rules.Ingress {
+		return d.objs.KsPodIngress
+	}
+	return d.objs.KsPodEgress
+}
+
+// RemovePins unpins every map under pinDir: the last step of a full
+// cleanup, after every filter is detached.
+func RemovePins(pinDir string) error { return removePins(pinDir) }
+
+func removePins(pinDir string) error {
+	for _, name := range []string{shaperMapKsConfigs, shaperMapKsStates, shaperMapKsStats} {
+		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+// Key names one {host interface, direction} in every map.
+type Key = shaperKsKey
+
+// KeyOf builds a map key.
+func KeyOf(ifindex int, dir rules.Direction) Key {
+	return Key{Ifindex: uint32(ifindex), Dir: uint32(dir)}
+}
+
+// Direction of a key.
+func (k Key) Direction() rules.Direction { return rules.Direction(k.Dir) }
+
+// Set installs cfg for key. Counters and bucket state are created if absent
+// and kept if present, so a rule change neither resets counters nor refills
+// the bucket. A new bucket starts nearly empty (one GSO skb of credit):
+// a full one would let burst bytes through at line rate the moment a rule
+// is applied.
+func (d *Datapath) Set(key Key, cfg Config) error {
+	zero := make([]Counters, ebpf.MustPossibleCPU())
+	if err := d.objs.KsStats.Update(key, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("creating counters for %s: %w", keyString(key), err)
+	}
+	st := shaperKsState{Tokens: int64(cfg.Debt), LastNs: monotonicNow()}
+	if err := d.objs.KsStates.Update(key, st, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("creating bucket state for %s: %w", keyString(key), err)
+	}
+	if err := d.objs.KsConfigs.Update(key, cfg, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("writing config for %s: %w", keyString(key), err)
+	}
+	return nil
+}
+
+// Delete removes every entry of key. Missing entries are not an error.
+func (d *Datapath) Delete(key Key) error {
+	// Config first: from then on the program leaves the interface alone.
+	var errs []error
+	for _, m := range []*ebpf.Map{d.objs.KsConfigs, d.objs.KsStates, d.objs.KsStats} {
+		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting %s from %s: %w", keyString(key), m.String(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Lookup returns the config installed for key.
+func (d *Datapath) Lookup(key Key) (Config, bool, error) {
+	var c Config
+	err := d.objs.KsConfigs.Lookup(key, &c)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, fmt.Errorf("reading config for %s: %w", keyString(key), err)
+	}
+	return c, true, nil
+}
+
+// Keys lists every key with an entry in any of the maps (configs, state
+// or counters), so that leftovers of a crash are found too.
+func (d *Datapath) Keys() ([]Key, error) {
+	seen := map[Key]bool{}
+	var out []Key
+	for _, m := range []*ebpf.Map{d.objs.KsConfigs, d.objs.KsStates, d.objs.KsStats} {
+		// NextKey, not Iterate: only keys are needed, and per-CPU values
+		// would be copied for nothing.
+		var cur any // untyped nil asks for the first key
+		for {
+			var next Key
+			err := m.NextKey(cur, &next)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("listing %s: %w", m.String(), err)
+			}
+			if !seen[next] {
+				seen[next] = true
+				out = append(out, next)
+			}
+			cur = next
+		}
+	}
+	return out, nil
+}
+
+func keyString(k Key) string {
+	return fmt.Sprintf("ifindex %d %s", k.Ifindex, k.Direction())
+}

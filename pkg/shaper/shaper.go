@@ -1,0 +1,186 @@
+// Package shaper makes one pod interface carry exactly one rules.Policy:
+// BPF filters on both hooks of the host-side veth, one datapath config per
+// direction, and the kernel qdiscs some modes rely on (tbf, fq). It is the
+// one place that sequences pkg/datapath and pkg/attach, shared by the node
+// CLI and the agent's reconciler. Apply is all-or-nothing: when any step
+// fails, the interface is cleared rather than left half-configured.
+package shaper
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kubeshaper/kubeshaper/pkg/attach"
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+// TBFLatency bounds how long a packet may wait in a tbf kubeshaper sets up
+// (tbf's `latency`); beyond it tbf drops, as the CNI bandwidth plugin does.
+const TBFLatency = 50 * time.Millisecond
+
+// Filter names, as `tc filter show` and `bpftool prog` show them.
+const (
+	FilterEgress  = attach.NamePrefix + "_pod_egress"  // host veth tc ingress
+	FilterIngress = attach.NamePrefix + "_pod_ingress" // host veth tc egress
+)
+
+// Interface is a pod's host-side veth and, when known, its pod end.
+type Interface struct {
+	Name  string // host-side veth, in the caller's netns
+	Index int
+	// Pod is the pod end; PodNetns is empty when it is unknown (the pod is
+	// gone), in which case only host-side state is touched.
+	Pod podnet.PodVeth
+}
+
+// ErrNeedsFQ is returned for rules that need the fq qdisc (pace mode,
+// delay) on a kernel without sch_fq.
+var ErrNeedsFQ = errors.New("pace mode and delay need the sch_fq qdisc (EDT pacing), which this kernel does not have: use mode=drop or mode=tbf, or a kernel with CONFIG_NET_SCH_FQ")
+
+// Shaper applies policies with one loaded datapath.
+type Shaper struct {
+	dp *datapath.Datapath
+}
+
+// New returns a Shaper using dp.
+func New(dp *datapath.Datapath) *Shaper { return &Shaper{dp: dp} }
+
+// Apply makes ifc carry pol. An empty policy still attaches the programs:
+// every pod is counted (monitoring) whether or not it has a rule.
+func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
+	var cfgs [2]datapath.Config
+	for _, d := range rules.Directions {
+		c, err := datapath.ConfigFor(pol[d])
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", ifc.Name, d, err)
+		}
+		cfgs[d] = c
+	}
+	if err := s.preflight(ifc, cfgs); err != nil {
+		return err
+	}
+	if err := s.apply(ifc, cfgs); err != nil {
+		// Never leave a half-applied rule behind.
+		if cerr := s.Clear(ifc); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("rolling back %s: %w", ifc.Name, cerr))
+		}
+		return err
+	}
+	return nil
+}
+
+// preflight refuses, before anything changes, what cannot work here.
+func (s *Shaper) preflight(ifc Interface, cfgs [2]datapath.Config) error {
+	for _, d := range rules.Directions {
+		if !cfgs[d].NeedsFQ() {
+			continue
+		}
+		if d == rules.Egress {
+			return fmt.Errorf("%s egress: pace mode and delay are not supported for pod egress yet: use mode=drop or mode=tbf", ifc.Name)
+		}
+		// The first change Apply makes, so a kernel without sch_fq is
+		// found before anything else is touched.
+		err := attach.EnsureRootFQ(ifc.Index, true, time.Duration(cfgs[d].HorizonNs))
+		if errors.Is(err, attach.ErrFQUnavailable) {
+			return fmt.Errorf("%s %s: %w", ifc.Name, d, ErrNeedsFQ)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if cfgs[rules.Egress].UsesTBF() && ifc.Pod.NetnsPath == "" {
+		return fmt.Errorf("%s egress: mode=tbf puts a tbf on the pod's own interface, but the pod end of %s was not found", ifc.Name, ifc.Name)
+	}
+	return nil
+}
+
+func (s *Shaper) apply(ifc Interface, cfgs [2]datapath.Config) error {
+	// Maps first, then filters: a filter never runs without its config.
+	for _, d := range rules.Directions {
+		if err := s.dp.Set(datapath.KeyOf(ifc.Index, d), cfgs[d]); err != nil {
+			return fmt.Errorf("%s: %w", ifc.Name, err)
+		}
+	}
+	if err := attach.AttachFilter(ifc.Index, attach.HookIngress, s.dp.Program(rules.Egress).FD(), FilterEgress); err != nil {
+		return err
+	}
+	if err := attach.AttachFilter(ifc.Index, attach.HookEgress, s.dp.Program(rules.Ingress).FD(), FilterIngress); err != nil {
+		return err
+	}
+	if err := s.hostQdisc(ifc, cfgs[rules.Ingress]); err != nil {
+		return err
+	}
+	return s.podQdisc(ifc, cfgs[rules.Egress])
+}
+
+// hostQdisc owns the host veth's root qdisc: what the pod receives.
+func (s *Shaper) hostQdisc(ifc Interface, c datapath.Config) error {
+	switch {
+	case c.UsesTBF():
+		return attach.EnsureRootTBF(ifc.Index, c.Rate, c.Burst, TBFLatency)
+	case c.NeedsFQ():
+		return attach.EnsureRootFQ(ifc.Index, true, time.Duration(c.HorizonNs))
+	}
+	return attach.RemoveRootQdiscIfOurs(ifc.Index)
+}
+
+// podQdisc owns the pod interface's root qdisc: what the pod sends. A
+// tbf there is the only place a queue can hold the pod's egress without an
+// ifb (measured wire ratio 1.00 here; see the README).
+func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
+	if ifc.Pod.NetnsPath == "" {
+		return nil
+	}
+	err := podnet.Do(ifc.Pod.NetnsPath, func() error {
+		if c.UsesTBF() {
+			return attach.EnsureRootTBF(ifc.Pod.IfIndex, c.Rate, c.Burst, TBFLatency)
+		}
+		return attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex)
+	})
+	if err != nil {
+		return fmt.Errorf("pod end of %s (%s in %s): %w", ifc.Name, ifc.Pod.IfName, ifc.Pod.NetnsPath, err)
+	}
+	return nil
+}
+
+// Clear removes everything kubeshaper put on ifc: both filters, the map
+// entries of both directions, and qdiscs it created (host and pod side).
+// Other tools' filters and qdiscs are left alone. It tries every step and
+// reports all failures.
+func (s *Shaper) Clear(ifc Interface) error {
+	var errs []error
+	for _, h := range attach.Hooks {
+		if err := attach.DetachFilter(ifc.Index, h); err != nil && !isGone(err) {
+			errs = append(errs, err)
+		}
+	}
+	if err := attach.RemoveRootQdiscIfOurs(ifc.Index); err != nil && !isGone(err) {
+		errs = append(errs, err)
+	}
+	if ifc.Pod.NetnsPath != "" {
+		err := podnet.Do(ifc.Pod.NetnsPath, func() error { return attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex) })
+		if err != nil && !isGone(err) {
+			errs = append(errs, fmt.Errorf("pod end of %s: %w", ifc.Name, err))
+		}
+	}
+	// Entries last: until the filters are gone they keep the pod counted.
+	for _, d := range rules.Directions {
+		if err := s.dp.Delete(datapath.KeyOf(ifc.Index, d)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ForgetIndex removes the map entries of an interface that no longer
+// exists (its filters went with it).
+func (s *Shaper) ForgetIndex(ifindex int) error {
+	var errs []error
+	for _, d := range rules.Directions {
+		errs = append(errs, s.dp.Delete(datapath.KeyOf(ifindex, d)))
+	}
+	return errors.Join(errs...)
+}
