@@ -94,4 +94,3 @@ func (c Config) UsesTBF() bool { return c.Flags&uint32(shaperKsFlagsKS_F_QDISC) 
 func (c Config) NeedsFQ() bool {
 	return c.Flags&uint32(shaperKsFlagsKS_F_PACE|shaperKsFlagsKS_F_DELAY) != 0
 }
-

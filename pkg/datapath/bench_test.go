@@ -1,0 +1,44 @@
+package datapath
+
+import (
+	"testing"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+// Per-packet cost of the program in the kernel (BPF_PROG_TEST_RUN; a
+// trivial `return TC_ACT_OK` program measures ~31 ns here, most of it the
+// test-run framework). Run with `make bench` or
+// go test -run - -bench Prog ./pkg/datapath/
+func benchProg(b *testing.B, p *rules.DirectionPolicy) {
+	dp := openTest(b)
+	if p != nil {
+		set(b, dp, rules.Egress, *p)
+	}
+	pkt := udpPacket(64)
+	b.ResetTimer()
+	_, per, err := dp.Program(rules.Egress).Benchmark(pkt, b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+}
+
+// A link far faster than the test can send, so every packet passes through
+// the whole bucket path rather than the (cheaper) drop path.
+var fastLink = &rules.Bandwidth{RateBitsPerSec: 100e9, Mode: rules.ModeDrop}
+
+func BenchmarkProgNotOurs(b *testing.B) { benchProg(b, nil) }
+func BenchmarkProgMonitor(b *testing.B) { benchProg(b, &rules.DirectionPolicy{}) }
+func BenchmarkProgBandwidth(b *testing.B) {
+	benchProg(b, &rules.DirectionPolicy{Bandwidth: fastLink})
+}
+func BenchmarkProgLoss(b *testing.B) {
+	benchProg(b, &rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossUniform, Percent: 0.001}})
+}
+func BenchmarkProgAll(b *testing.B) {
+	benchProg(b, &rules.DirectionPolicy{Bandwidth: fastLink, Loss: &rules.Loss{Kind: rules.LossUniform, Percent: 0.001}})
+}
+func BenchmarkProgPace(b *testing.B) {
+	benchProg(b, &rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 100e9, Mode: rules.ModePace}})
+}

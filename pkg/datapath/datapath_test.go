@@ -1,0 +1,362 @@
+package datapath
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"math"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+const (
+	actUnspec = 0xffffffff // TC_ACT_UNSPEC (-1): pass on to later filters
+	actShot   = 2          // TC_ACT_SHOT
+)
+
+// openTest loads the programs with maps pinned in a private directory, so
+// tests neither see nor disturb a running agent's state.
+func openTest(t testing.TB) *Datapath {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load BPF programs")
+	}
+	if !isBPFFS(DefaultBPFFS) {
+		t.Fatalf("no bpffs at %s: mount one (mount -t bpf bpf %s)", DefaultBPFFS, DefaultBPFFS)
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	dir := DefaultBPFFS + "/kstest-" + hex.EncodeToString(b)
+	dp, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		dp.Close()
+		removePins(dir)
+		os.Remove(dir)
+	})
+	return dp
+}
+
+func run(t testing.TB, dp *Datapath, dir rules.Direction, pkt []byte, ctx *skbCtx) uint32 {
+	t.Helper()
+	if ctx == nil {
+		ctx = &skbCtx{}
+	}
+	out := *ctx
+	ret, err := dp.Program(dir).Run(&ebpf.RunOptions{Data: pkt, Context: *ctx, ContextOut: &out})
+	if err != nil {
+		t.Fatalf("BPF_PROG_TEST_RUN: %v", err)
+	}
+	*ctx = out
+	return ret
+}
+
+func set(t testing.TB, dp *Datapath, dir rules.Direction, p rules.DirectionPolicy) Config {
+	t.Helper()
+	cfg, err := ConfigFor(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.Set(KeyOf(loIfindex, dir), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func counters(t testing.TB, dp *Datapath, dir rules.Direction) Counters {
+	t.Helper()
+	c, ok, err := dp.Counters(KeyOf(loIfindex, dir))
+	if err != nil || !ok {
+		t.Fatalf("counters: ok=%v err=%v", ok, err)
+	}
+	return c
+}
+
+// setState puts the bucket in a known state: this is how tests control
+// time, since bpf_ktime_get_ns cannot be faked.
+func setState(t testing.TB, dp *Datapath, dir rules.Direction, tokens int64, age time.Duration, tNext uint64) {
+	t.Helper()
+	st := shaperKsState{Tokens: tokens, LastNs: monotonicNow() - uint64(age), T_next: tNext}
+	if err := dp.objs.KsStates.Update(KeyOf(loIfindex, dir), st, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNoConfigPassesUncounted(t *testing.T) {
+	dp := openTest(t)
+	if ret := run(t, dp, rules.Egress, udpPacket(64), nil); ret != actUnspec {
+		t.Fatalf("ret = %d, want TC_ACT_UNSPEC", ret)
+	}
+	if _, ok, _ := dp.Counters(KeyOf(loIfindex, rules.Egress)); ok {
+		t.Fatal("counters created for an interface without config")
+	}
+}
+
+func TestMonitorCountsBothDirectionsSeparately(t *testing.T) {
+	dp := openTest(t)
+	set(t, dp, rules.Egress, rules.DirectionPolicy{})
+	set(t, dp, rules.Ingress, rules.DirectionPolicy{})
+	for range 3 {
+		if ret := run(t, dp, rules.Egress, udpPacket(100), nil); ret != actUnspec {
+			t.Fatalf("ret = %d", ret)
+		}
+	}
+	run(t, dp, rules.Ingress, udpPacket(200), nil)
+	eg, in := counters(t, dp, rules.Egress), counters(t, dp, rules.Ingress)
+	if eg.Packets != 3 || eg.Bytes != 300 || in.Packets != 1 || in.Bytes != 200 {
+		t.Fatalf("egress %d/%d ingress %d/%d, want 3/300 and 1/200", eg.Packets, eg.Bytes, in.Packets, in.Bytes)
+	}
+	if p, _ := eg.Dropped(); p != 0 {
+		t.Fatalf("drops without a rule: %d", p)
+	}
+}
+
+func TestGSOCountsWireBytes(t *testing.T) {
+	dp := openTest(t)
+	set(t, dp, rules.Egress, rules.DirectionPolicy{})
+	// 2 segments of 1448 bytes (BPF_PROG_TEST_RUN takes at most a page):
+	// one skb of 66+2896 bytes, on the wire 2 packets of 66+1448.
+	pkt := tcpPacket(2896)
+	run(t, dp, rules.Egress, pkt, &skbCtx{GSOSegs: 2, GSOSize: 1448})
+	c := counters(t, dp, rules.Egress)
+	if c.Packets != 2 || c.Bytes != 2*(66+1448) {
+		t.Fatalf("packets %d bytes %d, want 2 and %d", c.Packets, c.Bytes, 2*(66+1448))
+	}
+}
+
+func TestLossThresholdExtremes(t *testing.T) {
+	dp := openTest(t)
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossUniform, Percent: 100}})
+	set(t, dp, rules.Ingress, rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossExponential, Threshold: 1000}})
+	for range 50 {
+		if ret := run(t, dp, rules.Egress, udpPacket(64), nil); ret != actShot {
+			t.Fatalf("100%% loss passed a packet (ret %d)", ret)
+		}
+	}
+	c := counters(t, dp, rules.Egress)
+	if c.DropPackets[ReasonLoss] != 50 || c.DropBytes[ReasonLoss] != 50*64 || c.Packets != 50 {
+		t.Fatalf("loss drops %d/%d bytes, seen %d; want 50/3200, 50", c.DropPackets[ReasonLoss], c.DropBytes[ReasonLoss], c.Packets)
+	}
+	// e^-10 = 4.5e-5: 50 packets almost surely all pass (P(any drop) 0.2 %).
+	drops := 0
+	for range 50 {
+		if run(t, dp, rules.Ingress, udpPacket(64), nil) == actShot {
+			drops++
+		}
+	}
+	if drops > 1 {
+		t.Fatalf("exponential t=1000 dropped %d of 50", drops)
+	}
+}
+
+// TestLossRateWithin3Sigma runs 100,000 packets per probability in the
+// kernel (BPF_PROG_TEST_RUN repeat) and checks the binomial 3σ bound.
+func TestLossRateWithin3Sigma(t *testing.T) {
+	dp := openTest(t)
+	cases := []rules.Loss{
+		{Kind: rules.LossUniform, Percent: 0.1},
+		{Kind: rules.LossUniform, Percent: 10},
+		{Kind: rules.LossUniform, Percent: 50},
+		{Kind: rules.LossExponential, Threshold: 0},
+		{Kind: rules.LossExponential, Threshold: 100},
+		{Kind: rules.LossExponential, Threshold: 300},
+	}
+	const n = 100000
+	for _, l := range cases {
+		key := KeyOf(loIfindex, rules.Egress)
+		if err := dp.Delete(key); err != nil {
+			t.Fatal(err)
+		}
+		set(t, dp, rules.Egress, rules.DirectionPolicy{Loss: &l})
+		if _, err := dp.Program(rules.Egress).Run(&ebpf.RunOptions{Data: udpPacket(64), Context: skbCtx{}, Repeat: n}); err != nil {
+			t.Fatal(err)
+		}
+		c := counters(t, dp, rules.Egress)
+		p := l.Probability()
+		sigma := math.Sqrt(n * p * (1 - p))
+		got := float64(c.DropPackets[ReasonLoss])
+		if c.Packets != n || math.Abs(got-n*p) > 3*sigma+0.5 {
+			t.Errorf("%s: %v drops of %d, want %.1f ± %.1f (3σ)", l, got, c.Packets, n*p, 3*sigma)
+		}
+	}
+}
+
+func TestTokenBucket(t *testing.T) {
+	dp := openTest(t)
+	// 8 Mbit/s = 1e6 bytes/s, burst 100 kB, debt = min(GSODebt, burst).
+	cfg := set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e6, BurstBytes: 100000, Mode: rules.ModeDrop}})
+	if cfg.Debt != GSODebt || cfg.Burst != 100000 || cfg.Rate != 1e6 {
+		t.Fatalf("config %+v", cfg)
+	}
+	big := udpPacket(1500)
+
+	// Empty bucket, no time elapsed: a packet may still take the bucket
+	// into debt, but not beyond it.
+	setState(t, dp, rules.Egress, 0, 0, 0)
+	if ret := run(t, dp, rules.Egress, big, nil); ret != actUnspec {
+		t.Fatalf("empty bucket with debt room dropped (ret %d)", ret)
+	}
+	setState(t, dp, rules.Egress, -int64(GSODebt)+1000, 0, 0)
+	if ret := run(t, dp, rules.Egress, big, nil); ret != actShot {
+		t.Fatalf("packet beyond the debt passed (ret %d)", ret)
+	}
+	// A sparse packet (a ping, an ACK) still passes down to -burst...
+	if ret := run(t, dp, rules.Egress, udpPacket(98), nil); ret != actUnspec {
+		t.Fatalf("sparse packet dropped within the burst's debt (ret %d)", ret)
+	}
+	// ...but not below.
+	setState(t, dp, rules.Egress, -100000+50, 0, 0)
+	if ret := run(t, dp, rules.Egress, udpPacket(98), nil); ret != actShot {
+		t.Fatalf("sparse packet passed beyond -burst (ret %d)", ret)
+	}
+	// Refill: 20 ms at 1e6 B/s = 20 kB brings -19 kB back above zero.
+	setState(t, dp, rules.Egress, -19000, 20*time.Millisecond, 0)
+	if ret := run(t, dp, rules.Egress, big, nil); ret != actUnspec {
+		t.Fatalf("refilled bucket dropped (ret %d)", ret)
+	}
+	// Refill never exceeds the burst, however long the bucket idled.
+	setState(t, dp, rules.Egress, 0, time.Hour, 0)
+	passed := 0
+	for run(t, dp, rules.Egress, big, nil) == actUnspec {
+		passed++
+		if passed > 1000 {
+			t.Fatal("bucket never ran dry")
+		}
+	}
+	// burst 100000 + debt 68506: 168506/1500 → 112 packets (+ refill
+	// during the loop: a few hundred µs, a few hundred bytes).
+	if passed < 112 || passed > 113 {
+		t.Fatalf("%d packets passed a full bucket, want 112..113", passed)
+	}
+	c := counters(t, dp, rules.Egress)
+	if c.DropPackets[ReasonBandwidth] != 3 {
+		t.Fatalf("bandwidth drops %d, want 3", c.DropPackets[ReasonBandwidth])
+	}
+}
+
+func TestTokenBucketChargesGSOWireBytes(t *testing.T) {
+	dp := openTest(t)
+	// 80 kbit/s: refill during the run is well under a byte per 100 µs.
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e4, BurstBytes: 200000, Mode: rules.ModeDrop}})
+	setState(t, dp, rules.Egress, 100000, 0, 0)
+	run(t, dp, rules.Egress, tcpPacket(2896), &skbCtx{GSOSegs: 2, GSOSize: 1448})
+	var st shaperKsState
+	if err := dp.objs.KsStates.Lookup(KeyOf(loIfindex, rules.Egress), &st); err != nil {
+		t.Fatal(err)
+	}
+	// Charged 2 × 1514 = 3028 wire bytes (less a byte or two of refill).
+	if charged := 100000 - st.Tokens; charged < 3018 || charged > 3028 {
+		t.Fatalf("GSO skb charged %d bytes, want 3028", charged)
+	}
+}
+
+func TestPaceStampsDepartureTimes(t *testing.T) {
+	dp := openTest(t)
+	// 8 Mbit/s: a 1000-byte packet occupies the link for 1 ms.
+	set(t, dp, rules.Ingress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e6, Mode: rules.ModePace}})
+	before := monotonicNow()
+	ctx := &skbCtx{}
+	run(t, dp, rules.Ingress, udpPacket(1000), ctx)
+	first := ctx.Tstamp
+	after := monotonicNow()
+	if first < before || first > after {
+		t.Fatalf("first departure %d outside [%d, %d]", first, before, after)
+	}
+	ctx = &skbCtx{}
+	run(t, dp, rules.Ingress, udpPacket(1000), ctx)
+	if d := ctx.Tstamp - first; d != uint64(time.Millisecond) {
+		t.Fatalf("second departure %v after the first, want 1ms", time.Duration(d))
+	}
+	// A departure beyond the horizon is dropped and counted as such.
+	setState(t, dp, rules.Ingress, 0, 0, monotonicNow()+uint64(DefaultHorizon)+uint64(time.Second))
+	if ret := run(t, dp, rules.Ingress, udpPacket(1000), &skbCtx{}); ret != actShot {
+		t.Fatalf("packet beyond the horizon passed (ret %d)", ret)
+	}
+	if c := counters(t, dp, rules.Ingress); c.DropPackets[ReasonHorizon] != 1 {
+		t.Fatalf("horizon drops %d, want 1", c.DropPackets[ReasonHorizon])
+	}
+	// The stack's own later timestamp is never moved earlier.
+	setState(t, dp, rules.Ingress, 0, 0, 0)
+	late := monotonicNow() + uint64(time.Second)
+	ctx = &skbCtx{Tstamp: late}
+	run(t, dp, rules.Ingress, udpPacket(1000), ctx)
+	if ctx.Tstamp != late {
+		t.Fatalf("tstamp %d, want the stack's %d kept", ctx.Tstamp, late)
+	}
+}
+
+func TestDelayWithJitter(t *testing.T) {
+	dp := openTest(t)
+	const delay, jitter = 50 * time.Millisecond, 10 * time.Millisecond
+	set(t, dp, rules.Ingress, rules.DirectionPolicy{Delay: &rules.Delay{Delay: delay, Jitter: jitter}})
+	var sum, lo, hi time.Duration = 0, time.Hour, 0
+	const n = 2000
+	for range n {
+		ctx := &skbCtx{}
+		before := monotonicNow()
+		run(t, dp, rules.Ingress, udpPacket(100), ctx)
+		d := time.Duration(ctx.Tstamp - before)
+		sum += d
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	mean := sum / n
+	// Uniform in [40, 60] ms (+ the µs the run itself takes).
+	if lo < delay-jitter || hi > delay+jitter+time.Millisecond {
+		t.Fatalf("delays in [%v, %v], want within [%v, %v]", lo, hi, delay-jitter, delay+jitter)
+	}
+	// σ of the mean of n uniform draws = 20ms/sqrt(12 n) = 0.13 ms.
+	if mean < delay-time.Millisecond || mean > delay+time.Millisecond {
+		t.Fatalf("mean delay %v, want %v ± 1ms", mean, delay)
+	}
+	if hi-lo < 18*time.Millisecond {
+		t.Fatalf("jitter spread %v, want ≈ 20ms", hi-lo)
+	}
+}
+
+func TestSetKeepsCountersAndStateDeleteRemovesAll(t *testing.T) {
+	dp := openTest(t)
+	set(t, dp, rules.Egress, rules.DirectionPolicy{})
+	run(t, dp, rules.Egress, udpPacket(64), nil)
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossUniform, Percent: 1}})
+	if c := counters(t, dp, rules.Egress); c.Packets != 1 {
+		t.Fatalf("rule change reset counters: %d packets", c.Packets)
+	}
+	if err := dp.Delete(KeyOf(loIfindex, rules.Egress)); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := dp.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Fatalf("entries left after Delete: %v", keys)
+	}
+	if err := dp.Delete(KeyOf(loIfindex, rules.Egress)); err != nil {
+		t.Fatalf("second Delete: %v", err)
+	}
+}
+
+func TestPinnedStateSurvivesReopen(t *testing.T) {
+	dp := openTest(t)
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossUniform, Percent: 5}})
+	run(t, dp, rules.Egress, udpPacket(64), nil)
+	again, err := Open(dp.PinDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	cfg, ok, err := again.Lookup(KeyOf(loIfindex, rules.Egress))
+	if err != nil || !ok || cfg.LossProbability() < 0.049 || cfg.LossProbability() > 0.051 {
+		t.Fatalf("reopened config %+v ok=%v err=%v", cfg, ok, err)
+	}
+	c, _, _ := again.Counters(KeyOf(loIfindex, rules.Egress))
+	if c.Packets != 1 {
+		t.Fatalf("reopened counters %d packets, want 1", c.Packets)
+	}
+}
