@@ -12,9 +12,12 @@ import (
 const (
 	// BurstTime sizes the default bucket: burst = rate × BurstTime. A TCP
 	// flow that overruns a policer loses a window and, on a veth's ~30 µs
-	// RTT, often waits out its 200 ms minimum RTO; a bucket that refills
-	// during that wait keeps the long-run rate at the target.
-	BurstTime = 200 * time.Millisecond
+	// RTT, waits out its 200 ms minimum RTO (more with backoff); a bucket
+	// that stores what accrues during that wait keeps the long-run rate at
+	// the target. Measured here (iperf3, 10 s, 10M/100M/1G): 200 ms gave
+	// wire ratios 0.95-0.96, 500 ms and 1 s 0.99-1.00; the larger bucket
+	// only lengthens the line-rate burst after an idle spell.
+	BurstTime = 500 * time.Millisecond
 	// MinBurst is the smallest default bucket: one 64 KB GSO skb plus a
 	// few MTU-sized packets, below which GSO traffic cannot pass at all.
 	MinBurst = 128 << 10
@@ -24,6 +27,8 @@ const (
 	// SparseMax is the size up to which a packet counts as sparse (an
 	// ACK, a ping, a DNS query) and may use the deeper debt.
 	SparseMax = 256
+	// TBFBurstTime sizes the default tbf bucket (mode=tbf).
+	TBFBurstTime = 5 * time.Millisecond
 	// DefaultHorizon is how far in the future EDT may schedule a packet
 	// before it is dropped instead (reason "horizon").
 	DefaultHorizon = 2 * time.Second
@@ -60,7 +65,7 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 			c.Flags |= uint32(shaperKsFlagsKS_F_QDISC)
 			c.Burst = bw.BurstBytes
 			if c.Burst == 0 {
-				c.Burst = DefaultBurst(bw.RateBitsPerSec)
+				c.Burst = DefaultTBFBurst(bw.RateBitsPerSec)
 			}
 		default:
 			return c, fmt.Errorf("unknown bandwidth mode %q", bw.Mode)
@@ -84,6 +89,16 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 // DefaultBurst is the bucket size used when a rule names none.
 func DefaultBurst(rateBitsPerSec uint64) uint64 {
 	b := rateBitsPerSec / 8 * uint64(BurstTime) / uint64(time.Second)
+	return max(b, MinBurst)
+}
+
+// DefaultTBFBurst is the tbf bucket used when a rule names none. A queue,
+// unlike a policer, needs no burst to ride out TCP's timeouts: a few ms of
+// the rate (and at least two 64 KB GSO skbs) bounds the line-rate burst
+// after idle without costing accuracy (tbf 128 KB measured −0.0 % wire
+// error at 10M…5G here).
+func DefaultTBFBurst(rateBitsPerSec uint64) uint64 {
+	b := rateBitsPerSec / 8 * uint64(TBFBurstTime) / uint64(time.Second)
 	return max(b, MinBurst)
 }
 
