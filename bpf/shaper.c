@@ -2,7 +2,7 @@
 /*
  * kubeshaper's TC programs. One object is loaded once per node and the same
  * program is attached to every pod's host-side veth; what it does on each
- * {interface, direction} comes from ks_config, written by the agent. A rule
+ * {interface, direction} comes from ks_rules, written by the agent. A rule
  * change is a map update, never a reload.
  *
  * Only struct __sk_buff (stable UAPI, rewritten by the verifier) is read, so
@@ -29,17 +29,9 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct ks_key);
-	__type(value, struct ks_config);
+	__type(value, struct ks_rule);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ks_configs SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct ks_key);
-	__type(value, struct ks_state);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ks_states SEC(".maps");
+} ks_rules SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -128,32 +120,37 @@ static __always_inline int drop(struct ks_counters *c, __u32 reason,
  *    policer into an outage; they are still charged, so the rate holds.
  * Returns 1 to pass, 0 to drop.
  */
-static __always_inline int bucket_admit(struct ks_config *cfg,
-					struct ks_state *st, __u64 now,
+static __always_inline int bucket_admit(struct ks_rule *r, __u64 now,
 					__u64 wire)
 {
-	__s64 floor = -(__s64)cfg->debt;
+	/* Fixed point (bytes x 2^32) instead of a division per packet: tokens
+	 * accrue by elapsed x rate_q32, exact to the rounding of rate_q32 (at
+	 * most 1e-4 relative at 8 kbit/s, less above) and never truncated per
+	 * refill, which at 100k small packets a second would cost 0.8 Mbit/s. */
+	__s64 floor = -(__s64)(r->debt << 32);
+	__s64 cost = (__s64)(wire << 32);
+	__s64 cap = (__s64)(r->burst << 32);
 	__u64 elapsed;
 	int pass;
 
-	if ((cfg->flags & KS_F_SPARSE) && wire <= cfg->sparse_max)
-		floor = -(__s64)cfg->burst;
+	if ((r->flags & KS_F_SPARSE) && wire <= r->sparse_max)
+		floor = -cap;
 
-	bpf_spin_lock(&st->lock);
-	elapsed = now - st->last_ns;
+	bpf_spin_lock(&r->lock);
+	elapsed = now - r->last_ns;
 	if ((__s64)elapsed < 0)
 		elapsed = 0;
-	/* Capping elapsed at the fill time keeps elapsed*rate in 64 bits. */
-	if (elapsed > cfg->fill_ns)
-		elapsed = cfg->fill_ns;
-	st->tokens += elapsed * cfg->rate / NSEC_PER_SEC;
-	if (st->tokens > (__s64)cfg->burst)
-		st->tokens = cfg->burst;
-	st->last_ns = now;
-	pass = st->tokens - (__s64)wire >= floor;
+	/* Capping elapsed at the fill time keeps elapsed*rate_q32 < 2^63. */
+	if (elapsed > r->fill_ns)
+		elapsed = r->fill_ns;
+	r->tokens_q32 += elapsed * r->rate_q32;
+	if (r->tokens_q32 > cap)
+		r->tokens_q32 = cap;
+	r->last_ns = now;
+	pass = r->tokens_q32 - cost >= floor;
 	if (pass)
-		st->tokens -= wire;
-	bpf_spin_unlock(&st->lock);
+		r->tokens_q32 -= cost;
+	bpf_spin_unlock(&r->lock);
 	return pass;
 }
 
@@ -163,8 +160,7 @@ static __always_inline int bucket_admit(struct ks_config *cfg,
  * when the departure lies beyond the horizon (the caller drops).
  */
 static __always_inline __u64 edt_departure(struct __sk_buff *skb,
-					   struct ks_config *cfg,
-					   struct ks_state *st, __u64 now,
+					   struct ks_rule *cfg, __u64 now,
 					   __u64 wire)
 {
 	__u64 t = now;
@@ -172,16 +168,16 @@ static __always_inline __u64 edt_departure(struct __sk_buff *skb,
 	if (cfg->flags & KS_F_PACE) {
 		__u64 next;
 
-		bpf_spin_lock(&st->lock);
-		next = st->t_next;
+		bpf_spin_lock(&cfg->lock);
+		next = cfg->t_next;
 		if (next < now)
 			next = now;
 		if (next - now > cfg->horizon_ns) {
-			bpf_spin_unlock(&st->lock);
+			bpf_spin_unlock(&cfg->lock);
 			return 0;
 		}
-		st->t_next = next + wire * NSEC_PER_SEC / cfg->rate;
-		bpf_spin_unlock(&st->lock);
+		cfg->t_next = next + wire * NSEC_PER_SEC / cfg->rate;
+		bpf_spin_unlock(&cfg->lock);
 		t = next;
 	}
 	if (cfg->flags & KS_F_DELAY) {
@@ -205,14 +201,13 @@ static __always_inline __u64 edt_departure(struct __sk_buff *skb,
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	struct ks_key key = { .ifindex = skb->ifindex, .dir = dir };
-	struct ks_config *cfg;
+	struct ks_rule *cfg;
 	struct ks_counters *c;
-	struct ks_state *st;
 	__u32 segs = skb->gso_segs;
 	__u64 wire = skb->len;
 	__u64 now;
 
-	cfg = bpf_map_lookup_elem(&ks_configs, &key);
+	cfg = bpf_map_lookup_elem(&ks_rules, &key);
 	if (!cfg)
 		return TC_ACT_UNSPEC; /* not ours (a stale filter): stay out */
 
@@ -236,16 +231,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	if (!cfg->rate && (cfg->flags & (KS_F_RATE | KS_F_PACE)))
 		return TC_ACT_UNSPEC; /* user space never writes this */
 
-	st = bpf_map_lookup_elem(&ks_states, &key);
-	if (!st)
-		return TC_ACT_UNSPEC; /* created with the config; fail open */
 	now = bpf_ktime_get_ns();
 
-	if ((cfg->flags & KS_F_RATE) && !bucket_admit(cfg, st, now, wire))
+	if ((cfg->flags & KS_F_RATE) && !bucket_admit(cfg, now, wire))
 		return drop(c, KS_REASON_BANDWIDTH, wire, segs);
 
 	if (cfg->flags & (KS_F_PACE | KS_F_DELAY)) {
-		__u64 t = edt_departure(skb, cfg, st, now, wire);
+		__u64 t = edt_departure(skb, cfg, now, wire);
 
 		if (!t)
 			return drop(c, KS_REASON_HORIZON, wire, segs);

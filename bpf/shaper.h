@@ -40,11 +40,19 @@ struct ks_key {
 	__u32 dir;     /* enum ks_dir */
 };
 
-/* What user space asks for one {interface, direction}; written by Go only. */
-struct ks_config {
+/*
+ * One {interface, direction}'s rule and the datapath's state for it, in one
+ * map value so the hot path does a single lookup. User space writes the
+ * rule fields with BPF_F_LOCK after reading the state fields the same way,
+ * so a rule change keeps the bucket where it is.
+ */
+struct ks_rule {
+	struct bpf_spin_lock lock;
 	__u32 flags;
 	__u32 sparse_max;  /* bytes: packets up to this size are "sparse" */
+	__u32 pad;
 	__u64 rate;        /* bytes per second, L2 (wire) bytes */
+	__u64 rate_q32;    /* the same in bytes per ns, fixed point (x 2^32) */
 	__u64 burst;       /* bytes the bucket holds when full */
 	__u64 fill_ns;     /* time an empty bucket takes to fill: burst/rate */
 	__u64 debt;        /* bytes the bucket may go below zero (see shaper.c) */
@@ -52,15 +60,10 @@ struct ks_config {
 	__u64 horizon_ns;  /* EDT: drop what would depart later than this */
 	__u64 delay_ns;    /* EDT: fixed added latency */
 	__u64 jitter_ns;   /* EDT: uniform jitter in [-jitter, +jitter] */
-};
-
-/* Mutable per {interface, direction} state; the datapath owns it. */
-struct ks_state {
-	struct bpf_spin_lock lock;
-	__u32 pad;
-	__s64 tokens;   /* bytes; negative while in debt */
-	__u64 last_ns;  /* last refill, bpf_ktime_get_ns() */
-	__u64 t_next;   /* EDT: earliest departure of the next packet */
+	/* State, owned by the datapath. */
+	__s64 tokens_q32;  /* bytes x 2^32; negative while in debt */
+	__u64 last_ns;     /* last refill, bpf_ktime_get_ns() */
+	__u64 t_next;      /* EDT: earliest departure of the next packet */
 };
 
 /* Per-CPU counters, summed by user space on read. */

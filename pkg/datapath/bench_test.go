@@ -1,7 +1,11 @@
 package datapath
 
 import (
+	"os"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
@@ -27,6 +31,29 @@ func benchProg(b *testing.B, p *rules.DirectionPolicy) {
 // A link far faster than the test can send, so every packet passes through
 // the whole bucket path rather than the (cheaper) drop path.
 var fastLink = &rules.Bandwidth{RateBitsPerSec: 100e9, Mode: rules.ModeDrop}
+
+// BenchmarkProgTrivial is the floor: `return TC_ACT_UNSPEC`, measured in
+// the same run, so that our cost can be quoted as a difference.
+func BenchmarkProgTrivial(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SchedCLS,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prog.Close()
+	b.ResetTimer()
+	_, per, err := prog.Benchmark(udpPacket(64), b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+}
 
 func BenchmarkProgNotOurs(b *testing.B) { benchProg(b, nil) }
 func BenchmarkProgMonitor(b *testing.B) { benchProg(b, &rules.DirectionPolicy{}) }

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"fmt"
+	"math/bits"
 	"time"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
@@ -34,8 +35,9 @@ const (
 	DefaultHorizon = 2 * time.Second
 )
 
-// Config is one {interface, direction}'s datapath configuration.
-type Config = shaperKsConfig
+// Config is one {interface, direction}'s rule as the datapath reads it
+// (its state fields are the datapath's and are carried over by Set).
+type Config = shaperKsRule
 
 // ConfigFor translates a direction's typed policy into the map value the
 // programs read. Rates are converted to bytes once, here.
@@ -47,6 +49,7 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 			return c, fmt.Errorf("bandwidth %d bit/s is below one byte per second", bw.RateBitsPerSec)
 		}
 		c.Rate = rate
+		c.RateQ32 = rateQ32(rate)
 		switch bw.Mode {
 		case rules.ModeDrop, "":
 			c.Flags |= uint32(shaperKsFlagsKS_F_RATE | shaperKsFlagsKS_F_SPARSE)
@@ -109,3 +112,17 @@ func (c Config) UsesTBF() bool { return c.Flags&uint32(shaperKsFlagsKS_F_QDISC) 
 func (c Config) NeedsFQ() bool {
 	return c.Flags&uint32(shaperKsFlagsKS_F_PACE|shaperKsFlagsKS_F_DELAY) != 0
 }
+
+// rateQ32 is bytes/s as bytes per nanosecond in 32.32 fixed point,
+// rounded to nearest: rate × 2^32 / 1e9 without overflowing 64 bits.
+func rateQ32(bytesPerSec uint64) uint64 {
+	hi, lo := bits.Mul64(bytesPerSec, 1<<32)
+	q, r := bits.Div64(hi, lo, 1e9)
+	if r >= 5e8 {
+		q++
+	}
+	return q
+}
+
+// Tokens is the bucket's level in bytes (negative: in debt).
+func (c Config) Tokens() float64 { return float64(c.TokensQ32) / (1 << 32) }

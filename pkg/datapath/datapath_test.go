@@ -82,8 +82,13 @@ func counters(t testing.TB, dp *Datapath, dir rules.Direction) Counters {
 // time, since bpf_ktime_get_ns cannot be faked.
 func setState(t testing.TB, dp *Datapath, dir rules.Direction, tokens int64, age time.Duration, tNext uint64) {
 	t.Helper()
-	st := shaperKsState{Tokens: tokens, LastNs: monotonicNow() - uint64(age), T_next: tNext}
-	if err := dp.objs.KsStates.Update(KeyOf(loIfindex, dir), st, ebpf.UpdateExist); err != nil {
+	key := KeyOf(loIfindex, dir)
+	var r Config
+	if err := dp.objs.KsRules.LookupWithFlags(key, &r, ebpf.LookupLock); err != nil {
+		t.Fatal(err)
+	}
+	r.TokensQ32, r.LastNs, r.T_next = tokens<<32, monotonicNow()-uint64(age), tNext
+	if err := dp.objs.KsRules.Update(key, r, ebpf.UpdateLock|ebpf.UpdateExist); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -246,12 +251,12 @@ func TestTokenBucketChargesGSOWireBytes(t *testing.T) {
 	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e4, BurstBytes: 200000, Mode: rules.ModeDrop}})
 	setState(t, dp, rules.Egress, 100000, 0, 0)
 	run(t, dp, rules.Egress, tcpPacket(2896), &skbCtx{GSOSegs: 2, GSOSize: 1448})
-	var st shaperKsState
-	if err := dp.objs.KsStates.Lookup(KeyOf(loIfindex, rules.Egress), &st); err != nil {
+	var st Config
+	if err := dp.objs.KsRules.LookupWithFlags(KeyOf(loIfindex, rules.Egress), &st, ebpf.LookupLock); err != nil {
 		t.Fatal(err)
 	}
 	// Charged 2 × 1514 = 3028 wire bytes (less a byte or two of refill).
-	if charged := 100000 - st.Tokens; charged < 3018 || charged > 3028 {
+	if charged := 100000 - int64(st.Tokens()); charged < 3018 || charged > 3028 {
 		t.Fatalf("GSO skb charged %d bytes, want 3028", charged)
 	}
 }
@@ -358,5 +363,36 @@ func TestPinnedStateSurvivesReopen(t *testing.T) {
 	c, _, _ := again.Counters(KeyOf(loIfindex, rules.Egress))
 	if c.Packets != 1 {
 		t.Fatalf("reopened counters %d packets, want 1", c.Packets)
+	}
+}
+
+// TestRefillCarriesRemainder: many small packets, each refilling a
+// fraction of a byte. The bucket must account every byte-nanosecond;
+// truncating each refill would lose up to a byte per packet.
+func TestRefillCarriesRemainder(t *testing.T) {
+	dp := openTest(t)
+	// 7,777,777 bit/s = 972,222.125 B/s: refills are never whole bytes.
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 7777777, BurstBytes: 1 << 30, Mode: rules.ModeDrop}})
+	setState(t, dp, rules.Egress, 0, 0, 0)
+	key := KeyOf(loIfindex, rules.Egress)
+	var start Config
+	if err := dp.objs.KsRules.LookupWithFlags(key, &start, ebpf.LookupLock); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	for range n {
+		run(t, dp, rules.Egress, udpPacket(64), nil)
+	}
+	var end Config
+	if err := dp.objs.KsRules.LookupWithFlags(key, &end, ebpf.LookupLock); err != nil {
+		t.Fatal(err)
+	}
+	if d := counters(t, dp, rules.Egress).DropPackets[ReasonBandwidth]; d != 0 {
+		t.Fatalf("%d drops; the test wants every packet to pass", d)
+	}
+	credit := float64(end.LastNs-start.LastNs) * float64(start.Rate) / 1e9
+	want := start.Tokens() + credit - n*64
+	if diff := end.Tokens() - want; diff < -1 || diff > 1 {
+		t.Fatalf("tokens %.2f, want %.2f (off by %.2f bytes over %d refills)", end.Tokens(), want, diff, n)
 	}
 }

@@ -14,11 +14,11 @@ func (c Config) String() string {
 	var parts []string
 	switch {
 	case c.Flags&uint32(shaperKsFlagsKS_F_RATE) != 0:
-		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=drop", bits(c.Rate*8), c.Burst))
+		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=drop", bitRate(c.Rate*8), c.Burst))
 	case c.Flags&uint32(shaperKsFlagsKS_F_PACE) != 0:
-		parts = append(parts, fmt.Sprintf("bandwidth %s mode=pace", bits(c.Rate*8)))
+		parts = append(parts, fmt.Sprintf("bandwidth %s mode=pace", bitRate(c.Rate*8)))
 	case c.UsesTBF():
-		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=tbf", bits(c.Rate*8), c.Burst))
+		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=tbf", bitRate(c.Rate*8), c.Burst))
 	}
 	if c.Flags&uint32(shaperKsFlagsKS_F_LOSS) != 0 {
 		parts = append(parts, fmt.Sprintf("loss %.6g%%", c.LossProbability()*100))
@@ -47,7 +47,7 @@ func (c Config) LossProbability() float64 {
 // RateBits is the configured rate in bits per second (0: none).
 func (c Config) RateBits() uint64 { return c.Rate * 8 }
 
-func bits(v uint64) string {
+func bitRate(v uint64) string {
 	switch {
 	case v >= 1e9 && v%1e7 == 0:
 		return trimFloat(float64(v)/1e9) + "gbit"

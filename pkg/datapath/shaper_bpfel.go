@@ -13,20 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type shaperKsConfig struct {
-	_          structs.HostLayout
-	Flags      uint32
-	SparseMax  uint32
-	Rate       uint64
-	Burst      uint64
-	FillNs     uint64
-	Debt       uint64
-	LossThresh uint64
-	HorizonNs  uint64
-	DelayNs    uint64
-	JitterNs   uint64
-}
-
 type shaperKsCounters struct {
 	_           structs.HostLayout
 	Packets     uint64
@@ -62,24 +48,34 @@ const (
 	shaperKsReasonKS_REASON_MAX       shaperKsReason = 8
 )
 
-type shaperKsState struct {
+type shaperKsRule struct {
 	_    structs.HostLayout
 	Lock struct {
 		_   structs.HostLayout
 		Val uint32
 	}
-	Pad    uint32
-	Tokens int64
-	LastNs uint64
-	T_next uint64
+	Flags      uint32
+	SparseMax  uint32
+	Pad        uint32
+	Rate       uint64
+	RateQ32    uint64
+	Burst      uint64
+	FillNs     uint64
+	Debt       uint64
+	LossThresh uint64
+	HorizonNs  uint64
+	DelayNs    uint64
+	JitterNs   uint64
+	TokensQ32  int64
+	LastNs     uint64
+	T_next     uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	shaperMapKsConfigs      = "ks_configs"
-	shaperMapKsStates       = "ks_states"
+	shaperMapKsRules        = "ks_rules"
 	shaperMapKsStats        = "ks_stats"
 	shaperProgKsPodEgress   = "ks_pod_egress"
 	shaperProgKsPodIngress  = "ks_pod_ingress"
@@ -137,9 +133,8 @@ type shaperProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperMapSpecs struct {
-	KsConfigs *ebpf.MapSpec `ebpf:"ks_configs"`
-	KsStates  *ebpf.MapSpec `ebpf:"ks_states"`
-	KsStats   *ebpf.MapSpec `ebpf:"ks_stats"`
+	KsRules *ebpf.MapSpec `ebpf:"ks_rules"`
+	KsStats *ebpf.MapSpec `ebpf:"ks_stats"`
 }
 
 // shaperVariableSpecs contains global variables before they are loaded into the kernel.
@@ -170,15 +165,13 @@ func (o *shaperObjects) Close() error {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperMaps struct {
-	KsConfigs *ebpf.Map `ebpf:"ks_configs"`
-	KsStates  *ebpf.Map `ebpf:"ks_states"`
-	KsStats   *ebpf.Map `ebpf:"ks_stats"`
+	KsRules *ebpf.Map `ebpf:"ks_rules"`
+	KsStats *ebpf.Map `ebpf:"ks_stats"`
 }
 
 func (m *shaperMaps) Close() error {
 	return _ShaperClose(
-		m.KsConfigs,
-		m.KsStates,
+		m.KsRules,
 		m.KsStats,
 	)
 }

@@ -20,31 +20,38 @@ func KeyOf(ifindex int, dir rules.Direction) Key {
 // Direction of a key.
 func (k Key) Direction() rules.Direction { return rules.Direction(k.Dir) }
 
-// Set installs cfg for key. Counters and bucket state are created if absent
-// and kept if present, so a rule change neither resets counters nor refills
-// the bucket. A new bucket starts nearly empty (one GSO skb of credit):
-// a full one would let burst bytes through at line rate the moment a rule
-// is applied.
+// Set installs cfg for key. Counters are created if absent and kept if
+// present; the bucket's state is carried over from the entry being
+// replaced (read and written under the entry's spin lock), so a rule change
+// neither resets counters nor refills the bucket. A new bucket starts
+// nearly empty (one GSO skb of credit): a full one would let burst bytes
+// through at line rate the moment a rule is applied.
 func (d *Datapath) Set(key Key, cfg Config) error {
 	zero := make([]Counters, ebpf.MustPossibleCPU())
 	if err := d.objs.KsStats.Update(key, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("creating counters for %s: %w", keyString(key), err)
 	}
-	st := shaperKsState{Tokens: int64(cfg.Debt), LastNs: monotonicNow()}
-	if err := d.objs.KsStates.Update(key, st, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
-		return fmt.Errorf("creating bucket state for %s: %w", keyString(key), err)
+	var cur Config
+	err := d.objs.KsRules.LookupWithFlags(key, &cur, ebpf.LookupLock)
+	switch {
+	case err == nil:
+		cfg.TokensQ32, cfg.LastNs, cfg.T_next = cur.TokensQ32, cur.LastNs, cur.T_next
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		cfg.TokensQ32, cfg.LastNs, cfg.T_next = int64(cfg.Debt)<<32, monotonicNow(), 0
+	default:
+		return fmt.Errorf("reading rule for %s: %w", keyString(key), err)
 	}
-	if err := d.objs.KsConfigs.Update(key, cfg, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("writing config for %s: %w", keyString(key), err)
+	if err := d.objs.KsRules.Update(key, cfg, ebpf.UpdateLock); err != nil {
+		return fmt.Errorf("writing rule for %s: %w", keyString(key), err)
 	}
 	return nil
 }
 
 // Delete removes every entry of key. Missing entries are not an error.
 func (d *Datapath) Delete(key Key) error {
-	// Config first: from then on the program leaves the interface alone.
+	// Rule first: from then on the program leaves the interface alone.
 	var errs []error
-	for _, m := range []*ebpf.Map{d.objs.KsConfigs, d.objs.KsStates, d.objs.KsStats} {
+	for _, m := range d.maps() {
 		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting %s from %s: %w", keyString(key), m.String(), err))
 		}
@@ -52,10 +59,12 @@ func (d *Datapath) Delete(key Key) error {
 	return errors.Join(errs...)
 }
 
+func (d *Datapath) maps() []*ebpf.Map { return []*ebpf.Map{d.objs.KsRules, d.objs.KsStats} }
+
 // Lookup returns the config installed for key.
 func (d *Datapath) Lookup(key Key) (Config, bool, error) {
 	var c Config
-	err := d.objs.KsConfigs.Lookup(key, &c)
+	err := d.objs.KsRules.LookupWithFlags(key, &c, ebpf.LookupLock)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return c, false, nil
 	}
@@ -65,12 +74,12 @@ func (d *Datapath) Lookup(key Key) (Config, bool, error) {
 	return c, true, nil
 }
 
-// Keys lists every key with an entry in any of the maps (configs, state
-// or counters), so that leftovers of a crash are found too.
+// Keys lists every key with an entry in any of the maps (rules or
+// counters), so that leftovers of a crash are found too.
 func (d *Datapath) Keys() ([]Key, error) {
 	seen := map[Key]bool{}
 	var out []Key
-	for _, m := range []*ebpf.Map{d.objs.KsConfigs, d.objs.KsStates, d.objs.KsStats} {
+	for _, m := range d.maps() {
 		// NextKey, not Iterate: only keys are needed, and per-CPU values
 		// would be copied for nothing.
 		var cur any // untyped nil asks for the first key

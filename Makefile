@@ -1,0 +1,53 @@
+# kubeshaper — build, test, benchmark. Tests and benchmarks need root (BPF,
+# network namespaces); `make test` is what CI runs (.ci/run).
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+FUZZTIME  ?= 60s
+BPFFS     := /sys/fs/bpf
+
+.PHONY: all build generate check-generate test test-unit fuzz bench bench-prog bench-datapath bpffs vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/kubeshaper ./cmd/kubeshaper
+	$(GO) build -o $(BIN)/kubeshaper-agent ./cmd/kubeshaper-agent
+
+# Regenerate the BPF object and its Go bindings (needs clang, llvm-strip,
+# libbpf headers). The results are committed so `go build` needs no clang.
+generate:
+	$(GO) generate ./pkg/datapath/
+
+# CI: the committed object must be exactly what the sources compile to.
+check-generate: generate
+	git diff --exit-code -- pkg/datapath/ || { echo "generated BPF files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
+
+bpffs:
+	@mountpoint -q $(BPFFS) || mount -t bpf bpf $(BPFFS)
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l cmd pkg tests tools)" || { gofmt -l cmd pkg tests tools; echo "gofmt needed" >&2; exit 1; }
+
+# Everything CI proves: vet, every test (prog.Run, real netns/veth traffic,
+# real kube-apiserver), and each fuzzer for FUZZTIME.
+test: bpffs vet build
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./pkg/rules/
+
+# Figures: per-packet cost, then TCP accuracy / latency / loss on veths.
+bench: bpffs build bench-prog bench-datapath
+
+bench-prog:
+	$(GO) test -run '^$$' -bench Prog -benchtime 2000000x -count 5 ./pkg/datapath/ | tee docs/bench/prog.txt
+
+bench-datapath:
+	$(GO) run ./tools/bench $(BENCHFLAGS)
+
+clean:
+	rm -rf $(BIN)
