@@ -1,14 +1,184 @@
 // Command kubeshaper-agent is the node agent a DaemonSet runs: it watches
-// the pods on its node and reconciles their annotations into the datapath.
-// (The Kubernetes half lands with the agent issue; this binary is its home.)
+// the pods on its node (and the Services selecting them) and reconciles
+// their annotations into kubeshaper's datapath.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/kube"
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
+	"github.com/kubeshaper/kubeshaper/pkg/reconcile"
 )
 
+type options struct {
+	kubeconfig    string
+	nodeName      string
+	metricsAddr   string
+	healthAddr    string
+	cleanupOnExit bool
+	logLevel      string
+	logFormat     string
+	bpffs         string
+	nodeNetns     string
+	resync        time.Duration
+	workers       int
+}
+
 func main() {
-	fmt.Fprintln(os.Stderr, "kubeshaper-agent: the Kubernetes watcher is not built yet; use the node CLI `kubeshaper` meanwhile")
-	os.Exit(2)
+	var o options
+	fs := flag.NewFlagSet("kubeshaper-agent", flag.ExitOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9990", "address for /metrics (empty: off)")
+	fs.StringVar(&o.healthAddr, "health-addr", ":9991", "address for /healthz and /readyz (empty: off)")
+	fs.BoolVar(&o.cleanupOnExit, "cleanup-on-exit", true, "on SIGTERM remove every filter, qdisc and map entry (false keeps rules in effect for the next agent)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&o.bpffs, "bpffs", "", "directory to pin maps in (default /sys/fs/bpf/kubeshaper)")
+	fs.StringVar(&o.nodeNetns, "node-netns", "", "netns path holding the pods' host veths (default: the agent's own; for tests)")
+	fs.DurationVar(&o.resync, "resync", time.Minute, "period of the full level-triggered resync and leftover collection")
+	fs.IntVar(&o.workers, "workers", 2, "pods reconciled in parallel")
+	fs.Parse(os.Args[1:])
+
+	log, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubeshaper-agent: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(o, log); err != nil {
+		log.WithError(err).Error("exiting")
+		os.Exit(1)
+	}
+}
+
+func newLogger(level, format string) (*logrus.Entry, error) {
+	l := logrus.New()
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	l.SetLevel(lvl)
+	switch format {
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	case "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+	return logrus.NewEntry(l), nil
+}
+
+// restConfig follows --kubeconfig, then in-cluster, then $KUBECONFIG, then
+// ~/.kube/config.
+func restConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	if c, err := rest.InClusterConfig(); err == nil {
+		return c, nil
+	}
+	if env := os.Getenv("KUBECONFIG"); env != "" {
+		return clientcmd.BuildConfigFromFlags("", env)
+	}
+	home, _ := os.UserHomeDir()
+	p := filepath.Join(home, ".kube", "config")
+	if _, err := os.Stat(p); err != nil {
+		return nil, errors.New("no Kubernetes configuration: not in a cluster, no --kubeconfig, no $KUBECONFIG, no ~/.kube/config")
+	}
+	return clientcmd.BuildConfigFromFlags("", p)
+}
+
+func pinDir(o options) (string, error) {
+	if o.bpffs != "" {
+		return o.bpffs, nil
+	}
+	if o.nodeNetns == "" {
+		return datapath.DefaultPinDir()
+	}
+	var dir string
+	err := podnet.Do(o.nodeNetns, func() (err error) { dir, err = datapath.DefaultPinDir(); return err })
+	return dir, err
+}
+
+func run(o options, log *logrus.Entry) error {
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "kubeshaper-agent"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("building the Kubernetes client: %w", err)
+	}
+	dir, err := pinDir(o)
+	if err != nil {
+		return err
+	}
+	dp, err := datapath.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+
+	w, err := kube.NewWatcher(client, o.nodeName, o.resync)
+	if err != nil {
+		return err
+	}
+	bc := record.NewBroadcaster()
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer bc.Shutdown()
+	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
+
+	rec := reconcile.New(w, dp, recorder, log, reconcile.Options{NodeNetns: o.nodeNetns})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	api := newAPIProbe(client)
+	go api.run(ctx, 5*time.Second)
+	srv := startHTTP(o, log, w, rec, api)
+	defer srv.shutdown()
+
+	w.Start(ctx.Done())
+	log.WithFields(logrus.Fields{"node": o.nodeName, "pins": dir}).Info("waiting for the pod and service caches")
+	if !w.WaitForSync(ctx.Done()) {
+		return errors.New("stopped before the caches synced")
+	}
+	start := time.Now()
+	n, err := rec.InitialSync()
+	log.WithFields(logrus.Fields{"pods": n, "took": time.Since(start)}).Info("start-up reconcile done")
+	if err != nil {
+		log.WithError(err).Warn("some pods failed at start-up; retrying")
+	}
+	rec.Run(ctx.Done(), o.workers, o.resync)
+
+	if o.cleanupOnExit {
+		start := time.Now()
+		if err := rec.Cleanup(); err != nil {
+			return fmt.Errorf("cleanup on exit: %w", err)
+		}
+		log.WithField("took", time.Since(start)).Info("removed every kubeshaper filter and map entry")
+	} else {
+		log.Info("exiting with rules left in effect (--cleanup-on-exit=false)")
+	}
+	return nil
 }

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubeshaper/kubeshaper/pkg/kube"
+	"github.com/kubeshaper/kubeshaper/pkg/reconcile"
+)
+
+// apiProbe tracks whether the API server answers, for /readyz: during an
+// outage the agent keeps rules in effect but says it is not ready.
+type apiProbe struct {
+	client kubernetes.Interface
+	ok     atomic.Bool
+}
+
+func newAPIProbe(c kubernetes.Interface) *apiProbe { return &apiProbe{client: c} }
+
+func (p *apiProbe) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := p.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(cctx)
+		cancel()
+		p.ok.Store(err == nil)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type servers struct{ list []*http.Server }
+
+func (s *servers) shutdown() {
+	for _, srv := range s.list {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+	}
+}
+
+func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Reconciler, api *apiProbe) *servers {
+	s := &servers{}
+	serve := func(addr string, h http.Handler) {
+		srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		s.list = append(s.list, srv)
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+				log.WithError(err).WithField("addr", addr).Error("HTTP server failed")
+			}
+		}()
+	}
+	if o.healthAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) { rw.Write([]byte("ok\n")) })
+		mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
+			switch {
+			case !w.HasSynced() || !rec.Ready():
+				http.Error(rw, "starting: caches or start-up reconcile not done", http.StatusServiceUnavailable)
+			case !api.ok.Load():
+				http.Error(rw, "the API server does not answer: rules stay in effect, changes wait", http.StatusServiceUnavailable)
+			default:
+				rw.Write([]byte("ok\n"))
+			}
+		})
+		serve(o.healthAddr, mux)
+	}
+	if o.metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kubeshaper_agent_pods", Help: "Pods the agent currently applies state to."},
+				func() float64 { return float64(rec.Stats().Pods) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kubeshaper_agent_reconcile_errors_total", Help: "Failed pod reconciles (each retried)."},
+				func() float64 { return float64(rec.Stats().Errors) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kubeshaper_agent_queue_depth", Help: "Pod keys waiting to be reconciled."},
+				func() float64 { return float64(w.Queue.Len()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kubeshaper_agent_last_sync_timestamp_seconds", Help: "When a pod was last reconciled successfully."},
+				func() float64 {
+					t := rec.Stats().LastSync
+					if t.IsZero() {
+						return 0
+					}
+					return float64(t.UnixNano()) / 1e9
+				}),
+		)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		serve(o.metricsAddr, mux)
+	}
+	return s
+}

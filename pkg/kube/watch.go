@@ -1,0 +1,129 @@
+// Package kube watches the Kubernetes objects the agent reconciles: the
+// pods scheduled to this node (field selector spec.nodeName) and the
+// Services whose annotations their pods inherit. It turns every change
+// into a pod key on a workqueue; it never acts on the node itself. The
+// clientset is injected, never built here.
+package kube
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// Watcher holds the informers and the queue of pod keys (namespace/name).
+type Watcher struct {
+	Queue    workqueue.TypedRateLimitingInterface[string]
+	Pods     listersv1.PodLister
+	Services listersv1.ServiceLister
+
+	podFactory informers.SharedInformerFactory
+	svcFactory informers.SharedInformerFactory
+	synced     []cache.InformerSynced
+}
+
+// NewWatcher sets up informers for pods on nodeName and for all Services.
+// resync re-delivers every object periodically, so the reconciler also
+// repairs state that changed behind its back (level-triggered).
+func NewWatcher(client kubernetes.Interface, nodeName string, resync time.Duration) (*Watcher, error) {
+	if nodeName == "" {
+		return nil, fmt.Errorf("kube: the node name is empty: set --node-name or $NODE_NAME (the DaemonSet passes spec.nodeName)")
+	}
+	w := &Watcher{
+		Queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pods"}),
+	}
+	sel := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
+	w.podFactory = informers.NewSharedInformerFactoryWithOptions(client, resync,
+		informers.WithTweakListOptions(func(o *metav1ListOptions) { o.FieldSelector = sel }))
+	w.svcFactory = informers.NewSharedInformerFactory(client, resync)
+
+	podInf := w.podFactory.Core().V1().Pods()
+	svcInf := w.svcFactory.Core().V1().Services()
+	w.Pods, w.Services = podInf.Lister(), svcInf.Lister()
+
+	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    w.enqueuePod,
+		UpdateFunc: func(_, obj any) { w.enqueuePod(obj) },
+		DeleteFunc: w.enqueuePod,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: w.enqueueServicePods,
+		UpdateFunc: func(old, obj any) {
+			// A selector change moves pods in and out: requeue both sets.
+			w.enqueueServicePods(old)
+			w.enqueueServicePods(obj)
+		},
+		DeleteFunc: w.enqueueServicePods,
+	}); err != nil {
+		return nil, err
+	}
+	w.synced = []cache.InformerSynced{podInf.Informer().HasSynced, svcInf.Informer().HasSynced}
+	return w, nil
+}
+
+// Start runs the informers until stop closes.
+func (w *Watcher) Start(stop <-chan struct{}) {
+	w.podFactory.Start(stop)
+	w.svcFactory.Start(stop)
+}
+
+// WaitForSync blocks until both caches are filled (false if stop closed).
+func (w *Watcher) WaitForSync(stop <-chan struct{}) bool {
+	return cache.WaitForCacheSync(stop, w.synced...)
+}
+
+// HasSynced reports whether both caches are filled.
+func (w *Watcher) HasSynced() bool {
+	for _, s := range w.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *Watcher) enqueuePod(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err == nil {
+		w.Queue.Add(key)
+	}
+}
+
+func (w *Watcher) enqueueServicePods(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	svc, ok := obj.(*corev1.Service)
+	if !ok || len(svc.Spec.Selector) == 0 {
+		return
+	}
+	pods, err := w.Pods.Pods(svc.Namespace).List(labels.SelectorFromSet(svc.Spec.Selector))
+	if err != nil {
+		return
+	}
+	for _, p := range pods {
+		w.enqueuePod(p)
+	}
+}
+
+// ServicesFor returns the Services in the pod's namespace whose selector
+// matches it, sorted by name (the order in which Service rules merge).
+func (w *Watcher) ServicesFor(pod *corev1.Pod) ([]*corev1.Service, error) {
+	all, err := w.Services.Services(pod.Namespace).List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	return SelectingServices(pod, all), nil
+}

@@ -1,0 +1,57 @@
+package reconcile
+
+import (
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+// MonitorAnnotation opts a pod out of being counted when set to "false".
+const MonitorAnnotation = "kubeshaper.io/monitor"
+
+// Desired is what a pod should carry, and what was wrong on the way.
+type Desired struct {
+	Policy rules.Policy
+	// PodErrors are invalid annotations on the pod itself.
+	PodErrors []*rules.AnnotationError
+	// ServiceErrors are invalid annotations per selecting Service name.
+	ServiceErrors map[string][]*rules.AnnotationError
+	// Monitor is false when the pod opted out of counting.
+	Monitor bool
+}
+
+// DesiredFor computes a pod's policy from its own annotations and those of
+// the Services selecting it (sorted by name: the first Service wins a
+// conflict, the pod beats them all). Invalid keys are left out and
+// reported; valid ones still apply. Pure: no I/O.
+func DesiredFor(pod *corev1.Pod, svcs []*corev1.Service) Desired {
+	d := Desired{Monitor: !strings.EqualFold(pod.Annotations[MonitorAnnotation], "false")}
+	var inherited []rules.Policy
+	for _, s := range svcs {
+		p, errs := rules.ParseAnnotations(s.Annotations)
+		if len(errs) > 0 {
+			if d.ServiceErrors == nil {
+				d.ServiceErrors = map[string][]*rules.AnnotationError{}
+			}
+			d.ServiceErrors[s.Name] = errs
+		}
+		inherited = append(inherited, p)
+	}
+	own, errs := rules.ParseAnnotations(pod.Annotations)
+	d.PodErrors = errs
+	d.Policy = rules.Merge(inherited, own)
+	return d
+}
+
+// HasKubeshaperAnnotations reports whether the object asks kubeshaper for
+// anything (used to decide whether a skipped pod deserves an Event).
+func HasKubeshaperAnnotations(ann map[string]string) bool {
+	for k := range ann {
+		if strings.HasPrefix(k, "kubeshaper.io/") || k == "kubernetes.io/egress-bandwidth" || k == "kubernetes.io/ingress-bandwidth" {
+			return true
+		}
+	}
+	return false
+}

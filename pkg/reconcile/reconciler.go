@@ -1,0 +1,312 @@
+// Package reconcile drives every pod on the node to the datapath state its
+// annotations ask for: desired state (pure, from pkg/rules) against actual
+// state (what this process applied, checked against the kernel's maps and
+// filters), idempotent and level-triggered. It adopts what a previous agent
+// left pinned and removes what no pod wants any more.
+package reconcile
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/kubeshaper/kubeshaper/pkg/attach"
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/kube"
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/pkg/shaper"
+)
+
+// Event reasons.
+const (
+	ReasonApplied           = "Applied"
+	ReasonInvalidAnnotation = "InvalidAnnotation"
+	ReasonApplyFailed       = "ApplyFailed"
+	ReasonNotShapeable      = "NotShapeable"
+)
+
+// Options configure a Reconciler.
+type Options struct {
+	// NodeNetns is the netns holding the pods' host-side veths; empty means
+	// the agent's own (the node's, with hostNetwork). Tests use a "node"
+	// netns while the agent stays where the API server is reachable.
+	NodeNetns string
+	// RetryNotReady is how soon a pod whose netns is not up yet is retried.
+	RetryNotReady time.Duration
+}
+
+// podState is what this process applied to one pod.
+type podState struct {
+	uid    types.UID
+	ip     string
+	ifc    shaper.Interface
+	policy rules.Policy
+}
+
+// Reconciler applies desired state pod by pod.
+type Reconciler struct {
+	w      *kube.Watcher
+	dp     *datapath.Datapath
+	sh     *shaper.Shaper
+	finder *podnet.Finder
+	events record.EventRecorder
+	log    *logrus.Entry
+	opts   Options
+
+	mu      sync.Mutex
+	applied map[string]*podState
+	// posted remembers the last warning text per object and reason, so a
+	// resync does not post the same Event again (no storms).
+	posted map[string]string
+
+	counters
+}
+
+// New returns a Reconciler; Run starts it.
+func New(w *kube.Watcher, dp *datapath.Datapath, events record.EventRecorder, log *logrus.Entry, opts Options) *Reconciler {
+	if opts.RetryNotReady == 0 {
+		opts.RetryNotReady = time.Second
+	}
+	return &Reconciler{
+		w: w, dp: dp, sh: shaper.New(dp), finder: podnet.NewFinder(),
+		events: events, log: log, opts: opts,
+		applied: map[string]*podState{}, posted: map[string]string{},
+	}
+}
+
+// inNode runs fn in the node netns (where host veths and their filters are).
+func (r *Reconciler) inNode(fn func() error) error {
+	if r.opts.NodeNetns == "" {
+		return fn()
+	}
+	return podnet.Do(r.opts.NodeNetns, fn)
+}
+
+// Sync drives one pod (namespace/name) to its desired state.
+func (r *Reconciler) Sync(key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil // a malformed key will never become valid
+	}
+	pod, err := r.w.Pods.Pods(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return r.remove(key)
+	}
+	if err != nil {
+		return err
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return r.remove(key)
+	}
+	if pod.Spec.HostNetwork {
+		if HasKubeshaperAnnotations(pod.Annotations) {
+			r.warnOnce(pod, ReasonNotShapeable, "pod uses hostNetwork: it has no veth of its own, so kubeshaper cannot shape or count it")
+		}
+		return r.remove(key)
+	}
+	if pod.Status.PodIP == "" {
+		return nil // its status update will bring it back
+	}
+	svcs, err := r.w.ServicesFor(pod)
+	if err != nil {
+		return err
+	}
+	want := DesiredFor(pod, svcs)
+	r.reportInvalid(pod, svcs, want)
+	if !want.Monitor && want.Policy.IsEmpty() {
+		return r.remove(key)
+	}
+	return r.ensure(key, pod, want.Policy)
+}
+
+func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) error {
+	ip := net.ParseIP(pod.Status.PodIP)
+	if ip == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.applied[key]
+	sameSandbox := st != nil && st.uid == pod.UID && st.ip == pod.Status.PodIP
+	if sameSandbox && st.policy.Equal(want) && r.intact(st.ifc) {
+		return nil
+	}
+	var ifc shaper.Interface
+	if sameSandbox && r.linkIs(st.ifc) {
+		ifc = st.ifc
+	} else {
+		var err error
+		ifc, err = r.resolve(ip)
+		if errors.Is(err, podnet.ErrNetnsNotFound) {
+			// The IP is in the API before the sandbox is up, or the
+			// sandbox is being torn down: retry, it is not a failure.
+			r.w.Queue.AddAfter(key, r.opts.RetryNotReady)
+			return nil
+		}
+		if errors.Is(err, podnet.ErrNotVeth) {
+			r.warnOnce(pod, ReasonNotShapeable, fmt.Sprintf("the pod's interface holding %s is not a veth: kubeshaper shapes veth-based pods only (%v)", ip, err))
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("resolving %s's host veth: %w", key, err)
+		}
+	}
+	if st != nil && st.ifc.Index != ifc.Index {
+		// A new sandbox: what the old one carried goes with it.
+		if err := r.clear(st.ifc); err != nil {
+			r.log.WithError(err).WithField("pod", key).Warn("clearing the previous sandbox's state")
+		}
+	}
+	if err := r.inNode(func() error { return r.sh.Apply(ifc, want) }); err != nil {
+		r.warnOnce(pod, ReasonApplyFailed, err.Error())
+		delete(r.applied, key)
+		return err
+	}
+	changed := st == nil || !st.policy.Equal(want)
+	r.applied[key] = &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want}
+	delete(r.posted, objKey(pod, ReasonApplyFailed))
+	if changed && (!want.IsEmpty() || (st != nil && !st.policy.IsEmpty())) {
+		msg := "rules removed: counted only"
+		if !want.IsEmpty() {
+			msg = want.String()
+		}
+		r.events.Event(pod, corev1.EventTypeNormal, ReasonApplied, fmt.Sprintf("%s on %s", msg, ifc.Name))
+		r.log.WithFields(logrus.Fields{"pod": key, "veth": ifc.Name, "rules": msg}).Info("applied")
+	}
+	return nil
+}
+
+// resolve finds the pod's netns by its IP, then its host-side veth.
+func (r *Reconciler) resolve(ip net.IP) (shaper.Interface, error) {
+	var ifc shaper.Interface
+	err := r.inNode(func() error {
+		nsPath, err := r.finder.NetnsFor(ip)
+		if err != nil {
+			return err
+		}
+		hv, err := podnet.HostPeer(nsPath, ip)
+		if err != nil {
+			r.finder.Forget(ip)
+			return err
+		}
+		ifc = shaper.Interface{Name: hv.Name, Index: hv.Index,
+			Pod: podnet.PodVeth{NetnsPath: nsPath, IfIndex: hv.PodIfIndex, IfName: hv.PodIfName}}
+		return nil
+	})
+	return ifc, err
+}
+
+// linkIs reports whether the host veth still exists under the same index.
+func (r *Reconciler) linkIs(ifc shaper.Interface) bool {
+	ok := false
+	r.inNode(func() error {
+		l, err := net.InterfaceByIndex(ifc.Index)
+		ok = err == nil && l.Name == ifc.Name
+		return nil
+	})
+	return ok
+}
+
+// intact checks the kernel still has what was applied: both rules in the
+// map and both filters on the veth (someone may have run `tc filter del`).
+func (r *Reconciler) intact(ifc shaper.Interface) bool {
+	for _, d := range rules.Directions {
+		if _, ok, err := r.dp.Lookup(datapath.KeyOf(ifc.Index, d)); err != nil || !ok {
+			return false
+		}
+	}
+	n := 0
+	r.inNode(func() error {
+		fl, err := attach.ListFilters(ifc.Index)
+		if err == nil {
+			n = len(fl)
+		}
+		return nil
+	})
+	return n == 2
+}
+
+func (r *Reconciler) remove(key string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.applied[key]
+	if st == nil {
+		return nil
+	}
+	if err := r.clear(st.ifc); err != nil {
+		return fmt.Errorf("removing %s's rules: %w", key, err)
+	}
+	delete(r.applied, key)
+	r.log.WithFields(logrus.Fields{"pod": key, "veth": st.ifc.Name}).Debug("removed")
+	return nil
+}
+
+// clear removes what was applied to ifc; when the veth is gone (the pod's
+// sandbox was torn down) only the map entries are left to delete.
+func (r *Reconciler) clear(ifc shaper.Interface) error {
+	if !r.linkIs(ifc) {
+		return r.sh.ForgetIndex(ifc.Index)
+	}
+	if ifc.Pod.NetnsPath != "" && !podnet.Exists(ifc.Pod.NetnsPath) {
+		ifc.Pod = podnet.PodVeth{}
+	}
+	return r.inNode(func() error { return r.sh.Clear(ifc) })
+}
+
+func (r *Reconciler) reportInvalid(pod *corev1.Pod, svcs []*corev1.Service, want Desired) {
+	msg := joinErrors(want.PodErrors)
+	k := objKey(pod, ReasonInvalidAnnotation)
+	r.mu.Lock()
+	prev := r.posted[k]
+	if msg == "" {
+		delete(r.posted, k)
+	} else {
+		r.posted[k] = msg
+	}
+	r.mu.Unlock()
+	if msg != "" && msg != prev {
+		r.events.Event(pod, corev1.EventTypeWarning, ReasonInvalidAnnotation, msg+" (other valid annotations still apply)")
+		r.log.WithField("pod", pod.Namespace+"/"+pod.Name).Warn(msg)
+	}
+	for _, s := range svcs {
+		errs := want.ServiceErrors[s.Name]
+		msg := joinErrors(errs)
+		k := objKey(s, ReasonInvalidAnnotation)
+		r.mu.Lock()
+		prev := r.posted[k]
+		if msg == "" {
+			delete(r.posted, k)
+		} else {
+			r.posted[k] = msg
+		}
+		r.mu.Unlock()
+		if msg != "" && msg != prev {
+			r.events.Event(s, corev1.EventTypeWarning, ReasonInvalidAnnotation, msg+" (ignored for the pods it selects)")
+			r.log.WithField("service", s.Namespace+"/"+s.Name).Warn(msg)
+		}
+	}
+}
+
+// warnOnce posts a Warning Event unless the same text was the last one
+// posted for the object and reason.
+func (r *Reconciler) warnOnce(obj objectWithMeta, reason, msg string) {
+	k := objKey(obj, reason)
+	r.mu.Lock()
+	same := r.posted[k] == msg
+	r.posted[k] = msg
+	r.mu.Unlock()
+	if !same {
+		r.events.Event(obj, corev1.EventTypeWarning, reason, msg)
+		r.log.WithFields(logrus.Fields{"object": obj.GetNamespace() + "/" + obj.GetName(), "reason": reason}).Warn(msg)
+	}
+}

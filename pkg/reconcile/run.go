@@ -1,0 +1,199 @@
+package reconcile
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubeshaper/kubeshaper/pkg/attach"
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
+	"github.com/kubeshaper/kubeshaper/pkg/shaper"
+)
+
+// InitialSync reconciles every pod in the cache once, synchronously, and
+// then removes whatever a previous agent left that no pod wants. Rules a
+// previous agent applied are adopted: re-applying them swaps in this
+// process's program and keeps the pinned bucket state and counters.
+func (r *Reconciler) InitialSync() (pods int, err error) {
+	all, err := r.w.Pods.List(labels.Everything())
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, p := range all {
+		key, _ := cache.MetaNamespaceKeyFunc(p)
+		if err := r.Sync(key); err != nil {
+			// Left to the queue's retries; start-up goes on.
+			errs = append(errs, err)
+			r.w.Queue.AddRateLimited(key)
+		}
+	}
+	if err := r.CollectGarbage(); err != nil {
+		errs = append(errs, err)
+	}
+	r.initialDone.Store(true)
+	return len(all), errors.Join(errs...)
+}
+
+// Run processes the queue with workers until stop closes, collecting
+// garbage every gcEvery.
+func (r *Reconciler) Run(stop <-chan struct{}, workers int, gcEvery time.Duration) {
+	go func() {
+		<-stop
+		r.w.Queue.ShutDown()
+	}()
+	done := make(chan struct{})
+	for range workers {
+		go func() {
+			for r.processNext() {
+			}
+			done <- struct{}{}
+		}()
+	}
+	t := time.NewTicker(gcEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := r.CollectGarbage(); err != nil {
+				r.log.WithError(err).Warn("collecting leftovers")
+			}
+		case <-stop:
+			for range workers {
+				<-done
+			}
+			return
+		}
+	}
+}
+
+func (r *Reconciler) processNext() bool {
+	key, quit := r.w.Queue.Get()
+	if quit {
+		return false
+	}
+	defer r.w.Queue.Done(key)
+	start := time.Now()
+	err := r.Sync(key)
+	r.observe(key, time.Since(start), err)
+	if err != nil {
+		r.errors.Add(1)
+		r.log.WithError(err).WithField("pod", key).Warn("reconcile failed, will retry")
+		r.w.Queue.AddRateLimited(key)
+		return true
+	}
+	r.w.Queue.Forget(key)
+	return true
+}
+
+// CollectGarbage removes map entries and filters no pod claims: leftovers
+// of a crash, of a pod deleted while the agent was down, or of a veth
+// deleted under us.
+func (r *Reconciler) CollectGarbage() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	claimed := map[int]bool{}
+	for _, st := range r.applied {
+		claimed[st.ifc.Index] = true
+	}
+	keys, err := r.dp.Keys()
+	if err != nil {
+		return err
+	}
+	unclaimed := map[int]bool{}
+	for _, k := range keys {
+		if !claimed[int(k.Ifindex)] {
+			unclaimed[int(k.Ifindex)] = true
+		}
+	}
+	var ours map[int][]attach.Filter
+	if err := r.inNode(func() (err error) { ours, err = attach.ListAllOurs(); return err }); err != nil {
+		return fmt.Errorf("listing kubeshaper filters: %w", err)
+	}
+	for idx := range ours {
+		if !claimed[idx] {
+			unclaimed[idx] = true
+		}
+	}
+	var errs []error
+	for idx := range unclaimed {
+		err := r.inNode(func() error {
+			l, err := net.InterfaceByIndex(idx)
+			if err != nil {
+				return r.sh.ForgetIndex(idx)
+			}
+			ifc := shaper.Interface{Name: l.Name, Index: idx}
+			if pod, err := podnet.PodEnd(l.Name); err == nil {
+				ifc.Pod = pod
+			}
+			return r.sh.Clear(ifc)
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.log.WithField("ifindex", idx).Info("removed leftover kubeshaper state no pod wants")
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup removes everything kubeshaper put on this node: every pod's
+// filters, qdiscs and map entries, then the pinned maps themselves.
+func (r *Reconciler) Cleanup() error {
+	r.mu.Lock()
+	var errs []error
+	for key, st := range r.applied {
+		if err := r.clear(st.ifc); err != nil {
+			errs = append(errs, err)
+		}
+		delete(r.applied, key)
+	}
+	r.mu.Unlock()
+	if err := r.CollectGarbage(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := datapath.RemovePins(r.dp.PinDir()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ready reports whether the start-up reconcile has run.
+func (r *Reconciler) Ready() bool { return r.initialDone.Load() }
+
+// Stats are the reconciler's own health figures.
+type Stats struct {
+	Pods     int
+	Errors   uint64
+	LastSync time.Time
+}
+
+// Stats returns a snapshot.
+func (r *Reconciler) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, _ := r.lastSync.Load().(time.Time)
+	return Stats{Pods: len(r.applied), Errors: r.errors.Load(), LastSync: last}
+}
+
+func (r *Reconciler) observe(key string, took time.Duration, err error) {
+	if err == nil {
+		r.lastSync.Store(time.Now())
+	}
+	r.log.WithFields(logrus.Fields{"pod": key, "took": took}).Debug("synced")
+}
+
+type counters struct {
+	initialDone atomic.Bool
+	errors      atomic.Uint64
+	lastSync    atomic.Value
+}

@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/tests/netlab"
+)
+
+// TestAgentLifecycle walks one node through what users do: annotate,
+// change, remove, Service rules and pod overrides, a bad value, pod
+// deletion, an agent restart that keeps rules (with a pod deleted while it
+// was down), and a final SIGTERM that removes everything.
+func TestAgentLifecycle(t *testing.T) {
+	w := newWorld(t)
+	a, b, c := w.lab.AddPod("a"), w.lab.AddPod("b"), w.lab.AddPod("c")
+	app := map[string]string{"app": "web"}
+	w.pod(a, "pa", app, nil)
+	w.pod(b, "pb", app, nil)
+	w.pod(c, "pc", map[string]string{"app": "db"}, nil)
+	ag := w.startAgent(false)
+
+	// Every pod is counted (both filters) even without a rule.
+	w.eventually(10*time.Second, "filters on every pod", func() (bool, string) {
+		return w.filters(a) == 2 && w.filters(b) == 2 && w.filters(c) == 2, ""
+	})
+
+	t.Run("annotate shapes real traffic", func(t *testing.T) {
+		w.annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": "20mbit egress"})
+		w.waitRate(a, rules.Egress, 20e6)
+		up, err := netlab.TCPRate(a, b, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		down, err := netlab.TCPRate(b, a, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pa uploads %.1f Mbit/s, downloads %.1f Mbit/s", up/1e6, down/1e6)
+		if up > 1.3*20e6 || up < 0.3*20e6 {
+			t.Errorf("upload %.1f Mbit/s, want about 20", up/1e6)
+		}
+		if down < 200e6 {
+			t.Errorf("download %.1f Mbit/s: an egress rule must not slow it", down/1e6)
+		}
+		if len(w.events("pa", "Applied")) == 0 {
+			t.Error("no Applied event on pa")
+		}
+	})
+
+	t.Run("change updates, removal clears", func(t *testing.T) {
+		w.annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": "40mbit egress"})
+		w.waitRate(a, rules.Egress, 40e6)
+		w.annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": nil})
+		w.eventually(10*time.Second, "pa's rule gone", func() (bool, string) {
+			cfg, ok := w.rule(a, rules.Egress)
+			return ok && cfg.String() == "monitor", cfg.String()
+		})
+	})
+
+	t.Run("service rules reach its pods, pod overrides win", func(t *testing.T) {
+		ctx := context.Background()
+		w.annotate("pod", "pb", map[string]any{"kubeshaper.io/loss": "uniform egress 5%"})
+		if _, err := w.env.CreateService(ctx, w.ns, "web", app, map[string]string{"kubeshaper.io/loss": "uniform egress 1%; uniform ingress 2%"}); err != nil {
+			t.Fatal(err)
+		}
+		w.waitLoss(a, rules.Egress, 0.01)
+		w.waitLoss(a, rules.Ingress, 0.02)
+		w.waitLoss(b, rules.Egress, 0.05) // the pod's own value
+		w.waitLoss(b, rules.Ingress, 0.02)
+		if cfg, _ := w.rule(c, rules.Egress); cfg.String() != "monitor" {
+			t.Errorf("pc is not selected by the Service but has %s", cfg.String())
+		}
+		// The Service changes: its pods follow.
+		w.annotate("service", "web", map[string]any{"kubeshaper.io/loss": "uniform egress 3%"})
+		w.waitLoss(a, rules.Egress, 0.03)
+		w.waitLoss(a, rules.Ingress, 0)
+	})
+
+	t.Run("invalid value: event, other keys still apply", func(t *testing.T) {
+		w.annotate("pod", "pc", map[string]any{"kubeshaper.io/bandwidth": "fast egress", "kubeshaper.io/loss": "uniform ingress 7%"})
+		w.waitLoss(c, rules.Ingress, 0.07)
+		w.eventually(10*time.Second, "InvalidAnnotation event on pc", func() (bool, string) {
+			ev := w.events("pc", "InvalidAnnotation")
+			return len(ev) > 0 && strings.Contains(ev[0].Message, "fast egress") && ev[0].Type == "Warning", ""
+		})
+		if cfg, _ := w.rule(c, rules.Egress); cfg.RateBits() != 0 {
+			t.Errorf("an invalid bandwidth was half-applied: %s", cfg.String())
+		}
+	})
+
+	t.Run("pod deleted: no filter, no entry", func(t *testing.T) {
+		idx := w.ifindex(c)
+		if err := w.cs.CoreV1().Pods(w.ns).Delete(context.Background(), "pc", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually(10*time.Second, "pc's state removed", func() (bool, string) {
+			_, ok1 := w.rule(c, rules.Egress)
+			_, ok2 := w.rule(c, rules.Ingress)
+			return !ok1 && !ok2 && w.filters(c) == 0, ""
+		})
+		_ = idx
+	})
+
+	t.Run("restart keeps rules; a pod deleted meanwhile is cleaned", func(t *testing.T) {
+		ag.stop(t) // --cleanup-on-exit=false
+		if cfg, ok := w.rule(a, rules.Egress); !ok || cfg.LossProbability() < 0.029 {
+			t.Fatalf("rules gone after a keep-rules exit: %s", cfg.String())
+		}
+		if w.filters(a) != 2 {
+			t.Fatalf("filters gone after a keep-rules exit")
+		}
+		if err := w.cs.CoreV1().Pods(w.ns).Delete(context.Background(), "pb", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ag = w.startAgent(true)
+		w.eventually(10*time.Second, "pb's leftovers removed", func() (bool, string) {
+			_, ok := w.rule(b, rules.Egress)
+			return !ok && w.filters(b) == 0, ""
+		})
+		w.waitLoss(a, rules.Egress, 0.03)
+		if w.filters(a) != 2 {
+			t.Errorf("pa has %d filters after the restart, want 2", w.filters(a))
+		}
+	})
+
+	t.Run("SIGTERM with cleanup removes everything", func(t *testing.T) {
+		took := ag.stop(t)
+		t.Logf("shutdown with cleanup took %v", took)
+		if n := w.filters(a); n != 0 {
+			t.Errorf("%d filters left on pa", n)
+		}
+		if n := w.entries(); n != 0 {
+			t.Errorf("%d map entries left", n)
+		}
+		if took > 2*time.Second {
+			t.Errorf("cleanup took %v, want ≤ 2 s", took)
+		}
+	})
+}
