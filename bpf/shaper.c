@@ -8,6 +8,7 @@
  * Only struct __sk_buff (stable UAPI, rewritten by the verifier) is read, so
  * the object needs no CO-RE relocations and loads on 5.10 … 7.x as is.
  */
+#include <stdbool.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -40,6 +41,13 @@ struct {
 	__type(value, struct ks_counters);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ks_stats SEC(".maps");
+
+/*
+ * The host veth a pod-side program instance works for. Pod eth0 ifindexes
+ * repeat across pods, so the key cannot come from the skb there; user space
+ * loads one instance per pod that paces its egress, with this set.
+ */
+volatile const __u32 ks_host_ifindex = 0;
 
 /* Force BTF emission of types only user space uses. */
 const enum ks_reason ks_reason_unused __attribute__((unused));
@@ -198,9 +206,13 @@ static __always_inline __u64 edt_departure(struct __sk_buff *skb,
 	return t;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
+static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
+				  bool at_pod)
 {
-	struct ks_key key = { .ifindex = skb->ifindex, .dir = dir };
+	struct ks_key key = {
+		.ifindex = at_pod ? ks_host_ifindex : skb->ifindex,
+		.dir = dir,
+	};
 	struct ks_rule *cfg;
 	struct ks_counters *c;
 	__u32 segs = skb->gso_segs;
@@ -210,6 +222,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	cfg = bpf_map_lookup_elem(&ks_rules, &key);
 	if (!cfg)
 		return TC_ACT_UNSPEC; /* not ours (a stale filter): stay out */
+	/* Exactly one program handles each direction: the pod-side instance
+	 * when the rule is EDT on pod egress, else the host-side one. */
+	if (!!(cfg->flags & KS_F_AT_POD) != at_pod)
+		return TC_ACT_UNSPEC;
 
 	if (segs > 1)
 		wire += (__u64)(segs - 1) * gso_header_len(skb);
@@ -251,14 +267,25 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 SEC("tc")
 int ks_pod_egress(struct __sk_buff *skb)
 {
-	return handle(skb, KS_DIR_EGRESS);
+	return handle(skb, KS_DIR_EGRESS, false);
 }
 
 /* Attached at the host veth's tc egress: what the pod receives. */
 SEC("tc")
 int ks_pod_ingress(struct __sk_buff *skb)
 {
-	return handle(skb, KS_DIR_INGRESS);
+	return handle(skb, KS_DIR_INGRESS, false);
+}
+
+/*
+ * Attached at the pod's own eth0 tc egress (inside its netns), under an fq
+ * root qdisc there, when pod egress is paced or delayed: a timestamp set at
+ * the host veth's ingress would meet no qdisc to honour it.
+ */
+SEC("tc")
+int ks_pod_side(struct __sk_buff *skb)
+{
+	return handle(skb, KS_DIR_EGRESS, true);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

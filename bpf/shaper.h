@@ -33,6 +33,8 @@ enum ks_flags {
 	KS_F_DELAY = 1 << 3,  /* EDT: add delay (+ jitter) (needs fq) */
 	KS_F_SPARSE = 1 << 4, /* small packets ride on the bucket's debt */
 	KS_F_QDISC = 1 << 5,  /* a kernel qdisc (tbf) enforces rate: count only */
+	KS_F_AT_POD = 1 << 6, /* EDT for pod egress runs on the pod's eth0, where
+			       * fq can honour it: the host-side program stays out */
 };
 
 struct ks_key {

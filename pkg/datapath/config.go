@@ -108,6 +108,10 @@ func DefaultTBFBurst(rateBitsPerSec uint64) uint64 {
 // UsesTBF reports whether a kernel tbf qdisc enforces the rate.
 func (c Config) UsesTBF() bool { return c.Flags&uint32(shaperKsFlagsKS_F_QDISC) != 0 }
 
+// SetAtPod marks the rule as handled by the pod-side program (pod egress
+// with EDT); the host-side program then leaves it alone.
+func (c *Config) SetAtPod() { c.Flags |= uint32(shaperKsFlagsKS_F_AT_POD) }
+
 // NeedsFQ reports whether the config relies on an fq qdisc (EDT).
 func (c Config) NeedsFQ() bool {
 	return c.Flags&uint32(shaperKsFlagsKS_F_PACE|shaperKsFlagsKS_F_DELAY) != 0

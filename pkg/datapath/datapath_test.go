@@ -396,3 +396,47 @@ func TestRefillCarriesRemainder(t *testing.T) {
 		t.Fatalf("tokens %.2f, want %.2f (off by %.2f bytes over %d refills)", end.Tokens(), want, diff, n)
 	}
 }
+
+// TestPodSideProgram: the pod-side instance works on the host veth's key
+// whatever the skb's ifindex, and exactly one of the two programs handles a
+// direction marked at-pod.
+func TestPodSideProgram(t *testing.T) {
+	dp := openTest(t)
+	cfg, err := ConfigFor(rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e6, Mode: rules.ModePace}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SetAtPod()
+	const host = 4242 // the host veth's ifindex; the skb runs on lo
+	if err := dp.Set(KeyOf(host, rules.Egress), cfg); err != nil {
+		t.Fatal(err)
+	}
+	prog, err := dp.PodSideProgram(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	ctx := skbCtx{}
+	out := ctx
+	if _, err := prog.Run(&ebpf.RunOptions{Data: udpPacket(1000), Context: ctx, ContextOut: &out}); err != nil {
+		t.Fatal(err)
+	}
+	if out.Tstamp == 0 {
+		t.Fatal("pod-side program did not stamp a departure time")
+	}
+	c, ok, err := dp.Counters(KeyOf(host, rules.Egress))
+	if err != nil || !ok || c.Packets != 1 {
+		t.Fatalf("host veth's counters after the pod-side run: %+v ok=%v err=%v", c, ok, err)
+	}
+	// The host-side program, had it the same key, must stay out.
+	if err := dp.Set(KeyOf(loIfindex, rules.Egress), cfg); err != nil {
+		t.Fatal(err)
+	}
+	hctx := &skbCtx{}
+	if ret := run(t, dp, rules.Egress, udpPacket(1000), hctx); ret != actUnspec || hctx.Tstamp != 0 {
+		t.Fatalf("host-side program acted on an at-pod rule: ret %d tstamp %d", ret, hctx.Tstamp)
+	}
+	if c, _, _ := dp.Counters(KeyOf(loIfindex, rules.Egress)); c.Packets != 0 {
+		t.Fatalf("host-side program counted an at-pod rule's packet")
+	}
+}

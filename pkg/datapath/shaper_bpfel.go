@@ -30,6 +30,7 @@ const (
 	shaperKsFlagsKS_F_DELAY  shaperKsFlags = 8
 	shaperKsFlagsKS_F_SPARSE shaperKsFlags = 16
 	shaperKsFlagsKS_F_QDISC  shaperKsFlags = 32
+	shaperKsFlagsKS_F_AT_POD shaperKsFlags = 64
 )
 
 type shaperKsKey struct {
@@ -79,7 +80,9 @@ const (
 	shaperMapKsStats        = "ks_stats"
 	shaperProgKsPodEgress   = "ks_pod_egress"
 	shaperProgKsPodIngress  = "ks_pod_ingress"
+	shaperProgKsPodSide     = "ks_pod_side"
 	shaperVarKsFlagsUnused  = "ks_flags_unused"
+	shaperVarKsHostIfindex  = "ks_host_ifindex"
 	shaperVarKsReasonUnused = "ks_reason_unused"
 )
 
@@ -127,6 +130,7 @@ type shaperSpecs struct {
 type shaperProgramSpecs struct {
 	KsPodEgress  *ebpf.ProgramSpec `ebpf:"ks_pod_egress"`
 	KsPodIngress *ebpf.ProgramSpec `ebpf:"ks_pod_ingress"`
+	KsPodSide    *ebpf.ProgramSpec `ebpf:"ks_pod_side"`
 }
 
 // shaperMapSpecs contains maps before they are loaded into the kernel.
@@ -142,6 +146,7 @@ type shaperMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperVariableSpecs struct {
 	KsFlagsUnused  *ebpf.VariableSpec `ebpf:"ks_flags_unused"`
+	KsHostIfindex  *ebpf.VariableSpec `ebpf:"ks_host_ifindex"`
 	KsReasonUnused *ebpf.VariableSpec `ebpf:"ks_reason_unused"`
 }
 
@@ -181,6 +186,7 @@ func (m *shaperMaps) Close() error {
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperVariables struct {
 	KsFlagsUnused  *ebpf.Variable `ebpf:"ks_flags_unused"`
+	KsHostIfindex  *ebpf.Variable `ebpf:"ks_host_ifindex"`
 	KsReasonUnused *ebpf.Variable `ebpf:"ks_reason_unused"`
 }
 
@@ -190,12 +196,14 @@ type shaperVariables struct {
 type shaperPrograms struct {
 	KsPodEgress  *ebpf.Program `ebpf:"ks_pod_egress"`
 	KsPodIngress *ebpf.Program `ebpf:"ks_pod_ingress"`
+	KsPodSide    *ebpf.Program `ebpf:"ks_pod_side"`
 }
 
 func (p *shaperPrograms) Close() error {
 	return _ShaperClose(
 		p.KsPodEgress,
 		p.KsPodIngress,
+		p.KsPodSide,
 	)
 }
 

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/kubeshaper/kubeshaper/pkg/attach"
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
@@ -25,6 +27,7 @@ const TBFLatency = 50 * time.Millisecond
 const (
 	FilterEgress  = attach.NamePrefix + "_pod_egress"  // host veth tc ingress
 	FilterIngress = attach.NamePrefix + "_pod_ingress" // host veth tc egress
+	FilterPodEDT  = attach.NamePrefix + "_pod_edt"     // pod eth0 tc egress
 )
 
 // Interface is a pod's host-side veth and, when known, its pod end.
@@ -59,6 +62,11 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 		}
 		cfgs[d] = c
 	}
+	// Pod egress EDT needs a qdisc that honours timestamps on the path the
+	// pod's packets leave by: its own eth0, under fq.
+	if cfgs[rules.Egress].NeedsFQ() {
+		cfgs[rules.Egress].SetAtPod()
+	}
 	if err := s.preflight(ifc, cfgs); err != nil {
 		return err
 	}
@@ -72,27 +80,33 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 	return nil
 }
 
-// preflight refuses, before anything changes, what cannot work here.
+// preflight refuses, before anything changes, what cannot work here. The
+// fq qdiscs are its only changes: creating one is how a kernel without
+// sch_fq is found out.
 func (s *Shaper) preflight(ifc Interface, cfgs [2]datapath.Config) error {
-	for _, d := range rules.Directions {
-		if !cfgs[d].NeedsFQ() {
-			continue
+	if ifc.Pod.NetnsPath == "" {
+		if cfgs[rules.Egress].UsesTBF() || cfgs[rules.Egress].NeedsFQ() {
+			return fmt.Errorf("%s egress: mode=tbf, pace mode and delay act on the pod's own interface, but the pod end of %s was not found", ifc.Name, ifc.Name)
 		}
-		if d == rules.Egress {
-			return fmt.Errorf("%s egress: pace mode and delay are not supported for pod egress yet: use mode=drop or mode=tbf", ifc.Name)
-		}
-		// The first change Apply makes, so a kernel without sch_fq is
-		// found before anything else is touched.
-		err := attach.EnsureRootFQ(ifc.Index, true, time.Duration(cfgs[d].HorizonNs))
+	}
+	fq := func(d rules.Direction, err error) error {
 		if errors.Is(err, attach.ErrFQUnavailable) {
 			return fmt.Errorf("%s %s: %w", ifc.Name, d, ErrNeedsFQ)
 		}
-		if err != nil {
+		return err
+	}
+	if c := cfgs[rules.Ingress]; c.NeedsFQ() {
+		if err := fq(rules.Ingress, attach.EnsureRootFQ(ifc.Index, true, time.Duration(c.HorizonNs))); err != nil {
 			return err
 		}
 	}
-	if cfgs[rules.Egress].UsesTBF() && ifc.Pod.NetnsPath == "" {
-		return fmt.Errorf("%s egress: mode=tbf puts a tbf on the pod's own interface, but the pod end of %s was not found", ifc.Name, ifc.Name)
+	if c := cfgs[rules.Egress]; c.NeedsFQ() {
+		err := podnet.Do(ifc.Pod.NetnsPath, func() error {
+			return attach.EnsureRootFQ(ifc.Pod.IfIndex, true, time.Duration(c.HorizonNs))
+		})
+		if err := fq(rules.Egress, err); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -127,16 +141,38 @@ func (s *Shaper) hostQdisc(ifc Interface, c datapath.Config) error {
 	return attach.RemoveRootQdiscIfOurs(ifc.Index)
 }
 
-// podQdisc owns the pod interface's root qdisc: what the pod sends. A
-// tbf there is the only place a queue can hold the pod's egress without an
-// ifb (measured wire ratio 1.00 here; see the README).
+// podQdisc owns the pod interface's root qdisc and tc egress: what the pod
+// sends. A tbf there is the only place a queue can hold the pod's egress
+// without an ifb (measured wire ratio 1.00 here; see the README); EDT needs
+// fq there and the pod-side program stamping departure times.
 func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
 	if ifc.Pod.NetnsPath == "" {
 		return nil
 	}
+	var prog *ebpf.Program
+	if c.NeedsFQ() {
+		p, err := s.dp.PodSideProgram(ifc.Index)
+		if err != nil {
+			return err
+		}
+		defer p.Close() // the filter holds its own reference
+		prog = p
+	}
 	err := podnet.Do(ifc.Pod.NetnsPath, func() error {
-		if c.UsesTBF() {
+		switch {
+		case c.UsesTBF():
+			if err := attach.DetachFilter(ifc.Pod.IfIndex, attach.HookEgress); err != nil {
+				return err
+			}
 			return attach.EnsureRootTBF(ifc.Pod.IfIndex, c.Rate, c.Burst, TBFLatency)
+		case prog != nil:
+			if err := attach.EnsureRootFQ(ifc.Pod.IfIndex, true, time.Duration(c.HorizonNs)); err != nil {
+				return err
+			}
+			return attach.AttachFilter(ifc.Pod.IfIndex, attach.HookEgress, prog.FD(), FilterPodEDT)
+		}
+		if err := attach.DetachFilter(ifc.Pod.IfIndex, attach.HookEgress); err != nil {
+			return err
 		}
 		return attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex)
 	})
@@ -161,7 +197,9 @@ func (s *Shaper) Clear(ifc Interface) error {
 		errs = append(errs, err)
 	}
 	if ifc.Pod.NetnsPath != "" {
-		err := podnet.Do(ifc.Pod.NetnsPath, func() error { return attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex) })
+		err := podnet.Do(ifc.Pod.NetnsPath, func() error {
+			return errors.Join(attach.DetachFilter(ifc.Pod.IfIndex, attach.HookEgress), attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex))
+		})
 		if err != nil && !isGone(err) {
 			errs = append(errs, fmt.Errorf("pod end of %s: %w", ifc.Name, err))
 		}

@@ -199,14 +199,21 @@ func TestPaceRefusedWithoutFQ(t *testing.T) {
 	}
 	f := setup(t)
 	ifc := f.iface(t, f.a)
-	var pol rules.Policy
-	pol[rules.Ingress].Bandwidth = bw(10e6, rules.ModePace)
-	var err error
-	f.inNode(t, func() error { err = f.sh.Apply(ifc, pol); return nil })
-	if err == nil || !strings.Contains(err.Error(), "sch_fq") {
-		t.Fatalf("pace without fq: err %v, want one naming sch_fq", err)
-	}
-	if got := ourFilters(t, f, ifc.Name); len(got) != 0 {
-		t.Fatalf("refused rule left filters: %v", got)
+	for _, d := range rules.Directions {
+		for _, p := range []rules.DirectionPolicy{
+			{Bandwidth: bw(10e6, rules.ModePace)},
+			{Delay: &rules.Delay{Delay: 20 * time.Millisecond}},
+		} {
+			var pol rules.Policy
+			pol[d] = p
+			var err error
+			f.inNode(t, func() error { err = f.sh.Apply(ifc, pol); return nil })
+			if err == nil || !strings.Contains(err.Error(), "sch_fq") {
+				t.Fatalf("%s %s without fq: err %v, want one naming sch_fq", d, p, err)
+			}
+			if got := ourFilters(t, f, ifc.Name); len(got) != 0 {
+				t.Fatalf("refused rule left filters: %v", got)
+			}
+		}
 	}
 }
