@@ -1,6 +1,3 @@
-// Package rules turns kubeshaper annotations into typed, validated policy.
-// It is pure: no I/O, no Kubernetes client, no kernel. Everything downstream
-// (datapath, reconciler, CLI) consumes the types defined here.
 package rules
 
 import "time"

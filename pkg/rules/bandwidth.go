@@ -1,0 +1,111 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+)
+
+// bandwidthExample is a valid value, quoted by errors to show the syntax.
+const bandwidthExample = "10mbps egress; 1gbit ingress burst=64kb mode=pace"
+
+var bandwidthGrammar = grammar[Bandwidth]{
+	example:   bandwidthExample,
+	joinUnits: true,
+	clause:    parseBandwidthClause,
+	set:       func(dp *DirectionPolicy, b Bandwidth) { dp.Bandwidth = &b },
+}
+
+// parseBandwidthClause reads "RATE DIR [burst=SIZE] [mode=MODE]", words in
+// any order.
+func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
+	var (
+		dirs                          dirSet
+		bw                            = Bandwidth{Mode: ModeDrop}
+		haveRate, haveBurst, haveMode bool
+	)
+	for _, w := range words {
+		if isDir, err := addDirection(&dirs, w); err != nil {
+			return 0, bw, err
+		} else if isDir {
+			continue
+		}
+		name, val, isOpt, err := option(w)
+		if err != nil {
+			return 0, bw, err
+		}
+		if isOpt {
+			switch name {
+			case "burst":
+				if haveBurst {
+					return 0, bw, fmt.Errorf("burst= given twice")
+				}
+				haveBurst = true
+				if bw.BurstBytes, err = parseBurst(val); err != nil {
+					return 0, bw, err
+				}
+			case "mode":
+				if haveMode {
+					return 0, bw, fmt.Errorf("mode= given twice")
+				}
+				haveMode = true
+				if bw.Mode, err = parseMode(val); err != nil {
+					return 0, bw, err
+				}
+			default:
+				return 0, bw, fmt.Errorf("unknown option %s: bandwidth takes burst= and mode=", q(name+"="))
+			}
+			continue
+		}
+		if haveRate {
+			return 0, bw, fmt.Errorf("unexpected word %s: a clause has one rate and one direction (egress, ingress or both)", q(w))
+		}
+		haveRate = true
+		if bw.RateBitsPerSec, err = parseRate(w); err != nil {
+			return 0, bw, err
+		}
+	}
+	if !haveRate {
+		return 0, bw, fmt.Errorf("no rate: want e.g. %q", bandwidthExample)
+	}
+	if dirs == 0 {
+		return 0, bw, errNoDirection
+	}
+	return dirs, bw, nil
+}
+
+func parseMode(v string) (BandwidthMode, error) {
+	switch m := BandwidthMode(strings.ToLower(v)); m {
+	case ModeDrop, ModePace, ModeTBF:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown mode %s: want drop (token bucket, the default), pace (EDT, needs fq) or tbf (kernel qdisc)", q(v))
+}
+
+// RateBytesPerSec is the rate in bytes per second, rounded down so that
+// the datapath never lets through more than was asked for.
+func (b Bandwidth) RateBytesPerSec() uint64 { return b.RateBitsPerSec / 8 }
+
+// String renders the rule for humans: "10mbit burst=auto mode=drop".
+func (b Bandwidth) String() string {
+	burst := "auto"
+	if b.BurstBytes != 0 {
+		burst = formatSize(b.BurstBytes)
+	}
+	mode := b.Mode
+	if mode == "" {
+		mode = ModeDrop
+	}
+	return fmt.Sprintf("%s burst=%s mode=%s", formatRate(b.RateBitsPerSec), burst, mode)
+}
+
+// clause renders the rule as annotation text, defaults left out.
+func (b Bandwidth) clause(dir string) string {
+	s := formatRate(b.RateBitsPerSec) + " " + dir
+	if b.BurstBytes != 0 {
+		s += " burst=" + formatSize(b.BurstBytes)
+	}
+	if b.Mode != "" && b.Mode != ModeDrop {
+		s += " mode=" + string(b.Mode)
+	}
+	return s
+}
