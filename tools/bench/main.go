@@ -1,0 +1,252 @@
+// Command bench measures kubeshaper's datapath with real traffic between
+// network namespaces: rate accuracy (wire bytes counted on the receiving
+// interface), latency at the limit (ping under load) and loss accuracy (a Go
+// UDP sender/receiver with sequence numbers). It must run as root.
+//
+//	go build -o bin/kubeshaper ./cmd/kubeshaper
+//	go run ./tools/bench                       # the full `make bench` run
+//	go run ./tools/bench -sections rate -rates 100M -modes drop -reps 5 -duration 10s
+//
+// See tools/bench/README.md for what is measured and how.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "udp-send":
+			os.Exit(udpSendMain(os.Args[2:]))
+		case "udp-recv":
+			os.Exit(udpRecvMain(os.Args[2:]))
+		}
+	}
+	os.Exit(run())
+}
+
+// config is everything the flags select.
+type config struct {
+	Sections     []string      `json:"sections"`
+	Rates        []uint64      `json:"rates_bps"`
+	Directions   []string      `json:"directions"`
+	Modes        []string      `json:"modes"`
+	Reps         int           `json:"reps"`
+	Duration     time.Duration `json:"-"`
+	DurationS    float64       `json:"duration_s"`
+	LatRates     []uint64      `json:"latency_rates_bps"`
+	Pings        int           `json:"pings"`
+	PingInterval time.Duration `json:"-"`
+	PingWarmup   time.Duration `json:"-"`
+	LossN        int           `json:"loss_datagrams"`
+	LossSize     int           `json:"loss_datagram_bytes"`
+	LossRate     uint64        `json:"loss_send_rate_bps"`
+	LossUniform  []float64     `json:"loss_uniform_pct"`
+	LossExp      []float64     `json:"loss_exponential_t"`
+	LossDirs     []string      `json:"loss_directions"`
+	SampleEvery  time.Duration `json:"-"`
+	TBFBurstTime time.Duration `json:"-"`
+	TBFLatency   time.Duration `json:"-"`
+	CLI          string        `json:"kubeshaper"`
+	Out          string        `json:"out"`
+	Plots        bool          `json:"-"`
+
+	modes []modeSpec
+}
+
+func run() int {
+	var (
+		cfg                                  config
+		sections, rates, dirs, modes, latR   string
+		lossU, lossE, lossDirs, lossRate     string
+		quick                                bool
+		out                                  string
+		defaultSections, defaultRates        = "rate,latency,loss", "10M,100M,1G,5G"
+		defaultDirs, defaultModes, defaultLR = "egress,ingress", "drop,tbf,kernel-tbf", "10M,100M"
+	)
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	fs.StringVar(&sections, "sections", defaultSections, "comma-separated sections to run: rate, latency, loss")
+	fs.StringVar(&rates, "rates", defaultRates, "target rates for the rate section (bits/s; k/M/G suffixes)")
+	fs.StringVar(&dirs, "directions", defaultDirs, "directions, from pod A's point of view: egress (A uploads), ingress (A downloads)")
+	fs.StringVar(&modes, "modes", defaultModes, "modes: drop, tbf, pace (kubeshaper CLI), kernel-tbf (tc tbf baseline), none (unshaped), drop:burst=SIZE (SIZE in bytes, k/M suffix, or a time like 200ms = rate x time)")
+	fs.IntVar(&cfg.Reps, "reps", 1, "repetitions per rate point (median, min and max are reported)")
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "iperf3 duration per rate point (whole seconds)")
+	fs.BoolVar(&quick, "quick", false, "smoke run: 5 s per point, 200 pings, 20,000 loss datagrams (unless set explicitly)")
+	fs.StringVar(&latR, "latency-rates", defaultLR, "target rates for the latency section")
+	fs.IntVar(&cfg.Pings, "pings", 500, "pings per latency point")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", 10*time.Millisecond, "ping interval")
+	fs.DurationVar(&cfg.PingWarmup, "ping-warmup", 2*time.Second, "load time before the pings start")
+	fs.IntVar(&cfg.LossN, "loss-n", 100000, "UDP datagrams per loss point")
+	fs.IntVar(&cfg.LossSize, "loss-size", 160, "UDP payload bytes per datagram")
+	fs.StringVar(&lossRate, "loss-rate", "16M", "UDP send rate (payload bits/s)")
+	fs.StringVar(&lossU, "loss-uniform", "0.1,1,10,50", "uniform loss percentages")
+	fs.StringVar(&lossE, "loss-exponential", "0,50,100,300,700", "exponential loss thresholds t (P(drop)=e^(-t/100))")
+	fs.StringVar(&lossDirs, "loss-directions", "egress", "directions for the loss section")
+	fs.DurationVar(&cfg.SampleEvery, "sample", 50*time.Millisecond, "interval of the receiving interface's counter samples")
+	fs.DurationVar(&cfg.TBFBurstTime, "ktbf-burst", 200*time.Millisecond, "kernel-tbf baseline burst, as time at the rate")
+	fs.DurationVar(&cfg.TBFLatency, "ktbf-latency", 50*time.Millisecond, "kernel-tbf baseline latency (queue limit)")
+	fs.StringVar(&cfg.CLI, "kubeshaper", "bin/kubeshaper", "path of the kubeshaper node CLI")
+	fs.StringVar(&out, "out", "", "output directory for datapath.json and the PNGs (default docs/bench for a default run, a fresh /tmp directory otherwise)")
+	fs.BoolVar(&cfg.Plots, "plots", true, "write PNG plots")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: bench [flags]   (as root)\n       bench udp-send|udp-recv [flags]   (internal, run inside a netns)\n\n")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if quick {
+		if !set["duration"] {
+			cfg.Duration = 5 * time.Second
+		}
+		if !set["pings"] {
+			cfg.Pings = 200
+		}
+		if !set["loss-n"] {
+			cfg.LossN = 20000
+		}
+	}
+	var err error
+	fail := func(e error) int { fmt.Fprintln(os.Stderr, "bench:", e); return 2 }
+	cfg.Sections = splitList(sections)
+	for _, s := range cfg.Sections {
+		if s != "rate" && s != "latency" && s != "loss" {
+			return fail(fmt.Errorf("unknown section %q (want rate, latency, loss)", s))
+		}
+	}
+	if cfg.Rates, err = parseRates(rates); err != nil {
+		return fail(err)
+	}
+	if cfg.LatRates, err = parseRates(latR); err != nil {
+		return fail(err)
+	}
+	if cfg.Directions, err = parseDirs(dirs); err != nil {
+		return fail(err)
+	}
+	if cfg.LossDirs, err = parseDirs(lossDirs); err != nil {
+		return fail(err)
+	}
+	cfg.Modes = splitList(modes)
+	for _, m := range cfg.Modes {
+		ms, err := parseMode(m)
+		if err != nil {
+			return fail(err)
+		}
+		cfg.modes = append(cfg.modes, ms)
+	}
+	if cfg.LossUniform, err = parseFloats(lossU); err != nil {
+		return fail(err)
+	}
+	if cfg.LossExp, err = parseFloats(lossE); err != nil {
+		return fail(err)
+	}
+	lr, err := parseRates(lossRate)
+	if err != nil || len(lr) != 1 {
+		return fail(fmt.Errorf("bad -loss-rate %q", lossRate))
+	}
+	cfg.LossRate = lr[0]
+	secs := int(cfg.Duration.Round(time.Second) / time.Second)
+	if secs < 3 {
+		return fail(fmt.Errorf("-duration must be at least 3s (1 s start + a steady window)"))
+	}
+	cfg.Duration = time.Duration(secs) * time.Second
+	cfg.DurationS = cfg.Duration.Seconds()
+	if cfg.Reps < 1 {
+		cfg.Reps = 1
+	}
+	if cfg.CLI, err = filepath.Abs(cfg.CLI); err != nil {
+		return fail(err)
+	}
+	// A tuning run (anything but the default selection) does not overwrite
+	// the committed figures unless -out says so.
+	isDefault := sections == defaultSections && rates == defaultRates && dirs == defaultDirs &&
+		modes == defaultModes && latR == defaultLR && !quick && !set["reps"] && !set["duration"]
+	switch {
+	case out != "":
+	case isDefault:
+		out = "docs/bench"
+	default:
+		out = filepath.Join(os.TempDir(), "ksb-bench-"+time.Now().Format("20060102-150405"))
+	}
+	cfg.Out = out
+	if os.Geteuid() != 0 {
+		return fail(fmt.Errorf("must run as root (network namespaces, tc)"))
+	}
+	for _, tool := range []string{"ip", "tc", "iperf3", "ping"} {
+		if _, err := lookPath(tool); err != nil {
+			return fail(fmt.Errorf("%s not found in PATH", tool))
+		}
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return fail(err)
+	}
+
+	start := time.Now()
+	b := &bench{cfg: cfg, procs: newProcs()}
+	b.report = &report{
+		Started: start.UTC().Format(time.RFC3339),
+		Host:    hostInfo(),
+		Config:  &b.cfg,
+	}
+
+	// Cleanup runs once: on return, or from the signal handler.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigc
+		fmt.Fprintf(os.Stderr, "\nbench: %v: cleaning up\n", s)
+		b.cleanup()
+		os.Exit(130)
+	}()
+	defer b.cleanup()
+
+	logf("kubeshaper bench: kernel %s, %d CPUs, out %s", b.report.Host.Kernel, runtime.NumCPU(), cfg.Out)
+	if err := b.setup(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: setup:", err)
+		return 1
+	}
+	b.report.Topology = b.topo.describe()
+	b.checkCLI()
+	b.report.CLI = describeCLI(b.cfg.CLI, b.cliErr)
+
+	for _, s := range cfg.Sections {
+		switch s {
+		case "rate":
+			b.rateSection()
+		case "latency":
+			b.latencySection()
+		case "loss":
+			b.lossSection()
+		}
+		b.report.ElapsedS = time.Since(start).Seconds()
+		if err := b.writeJSON(); err != nil {
+			logf("writing JSON: %v", err)
+		}
+	}
+	if cfg.Plots {
+		for _, err := range b.writePlots() {
+			logf("plot: %v", err)
+		}
+	}
+	b.report.ElapsedS = time.Since(start).Seconds()
+	if err := b.writeJSON(); err != nil {
+		logf("writing JSON: %v", err)
+	}
+	fmt.Printf("\nwrote %s\n", strings.Join(b.written, ", "))
+	fmt.Printf("total time: %s\n", time.Since(start).Round(time.Second))
+	return 0
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+}
