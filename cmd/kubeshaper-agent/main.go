@@ -164,7 +164,7 @@ func run(o options, log *logrus.Entry) error {
 		return errors.New("stopped before the caches synced")
 	}
 	start := time.Now()
-	n, err := rec.InitialSync()
+	n, err := rec.InitialSync(o.workers)
 	log.WithFields(logrus.Fields{"pods": n, "took": time.Since(start)}).Info("start-up reconcile done")
 	if err != nil {
 		log.WithError(err).Warn("some pods failed at start-up; retrying")

@@ -59,17 +59,8 @@ func usableClsact(q *tc.Object) error {
 
 // ingressSlot returns the qdisc at parent ffff:fff1 (clsact or the legacy
 // ingress qdisc, which share it), or nil.
-func ingressSlot(conn *tc.Tc, ifindex int) (*tc.Object, error) {
-	qdiscs, err := conn.Qdisc().Get()
-	if err != nil {
-		return nil, fmt.Errorf("dump qdiscs: %w", err)
-	}
-	for i := range qdiscs {
-		if int(qdiscs[i].Ifindex) == ifindex && qdiscs[i].Parent == tc.HandleIngress {
-			return &qdiscs[i], nil
-		}
-	}
-	return nil, nil
+func ingressSlot(_ *tc.Tc, ifindex int) (*tc.Object, error) {
+	return getQdisc(ifindex, tc.HandleIngress)
 }
 
 func clsactObject(ifindex int) *tc.Object {

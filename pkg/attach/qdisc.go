@@ -175,17 +175,12 @@ const linklayerEthernet = 1
 
 var errNoRoot = errors.New("no root qdisc (is the interface gone?)")
 
-func rootQdisc(conn *tc.Tc, ifindex int) (*tc.Object, error) {
-	qdiscs, err := conn.Qdisc().Get()
-	if err != nil {
-		return nil, fmt.Errorf("dump qdiscs: %w", err)
+func rootQdisc(_ *tc.Tc, ifindex int) (*tc.Object, error) {
+	q, err := getQdisc(ifindex, tc.HandleRoot)
+	if err == nil && q == nil {
+		return nil, errNoRoot
 	}
-	for i := range qdiscs {
-		if int(qdiscs[i].Ifindex) == ifindex && qdiscs[i].Parent == tc.HandleRoot {
-			return &qdiscs[i], nil
-		}
-	}
-	return nil, errNoRoot
+	return q, err
 }
 
 func deleteRoot(conn *tc.Tc, ifindex int, kind string) error {

@@ -51,6 +51,12 @@ func NewWatcher(client kubernetes.Interface, nodeName string, resync time.Durati
 	svcInf := w.svcFactory.Core().V1().Services()
 	w.Pods, w.Services = podInf.Lister(), svcInf.Lister()
 
+	if err := podInf.Informer().SetTransform(slimPod); err != nil {
+		return nil, err
+	}
+	if err := svcInf.Informer().SetTransform(slimService); err != nil {
+		return nil, err
+	}
 	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.enqueuePod,
 		UpdateFunc: func(_, obj any) { w.enqueuePod(obj) },

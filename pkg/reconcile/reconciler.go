@@ -63,6 +63,10 @@ type Reconciler struct {
 	log    *logrus.Entry
 	opts   Options
 
+	// gcMu lets pods be reconciled in parallel (read side) while leftover
+	// collection and cleanup, which judge what no pod claims, run alone.
+	gcMu sync.RWMutex
+	// mu guards the maps below; it is never held across kernel work.
 	mu      sync.Mutex
 	applied map[string]*podState
 	// posted remembers the last warning text per object and reason, so a
@@ -134,9 +138,11 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	if ip == nil {
 		return nil
 	}
+	r.gcMu.RLock()
+	defer r.gcMu.RUnlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	st := r.applied[key]
+	r.mu.Unlock()
 	sameSandbox := st != nil && st.uid == pod.UID && st.ip == pod.Status.PodIP
 	if sameSandbox && st.policy.Equal(want) && r.intact(st.ifc) {
 		return nil
@@ -169,12 +175,16 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	}
 	if err := r.inNode(func() error { return r.sh.Apply(ifc, want) }); err != nil {
 		r.warnOnce(pod, ReasonApplyFailed, err.Error())
+		r.mu.Lock()
 		delete(r.applied, key)
+		r.mu.Unlock()
 		return err
 	}
 	changed := st == nil || !st.policy.Equal(want)
+	r.mu.Lock()
 	r.applied[key] = &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want}
 	delete(r.posted, objKey(pod, ReasonApplyFailed))
+	r.mu.Unlock()
 	if changed && (!want.IsEmpty() || (st != nil && !st.policy.IsEmpty())) {
 		msg := "rules removed: counted only"
 		if !want.IsEmpty() {
@@ -237,16 +247,20 @@ func (r *Reconciler) intact(ifc shaper.Interface) bool {
 }
 
 func (r *Reconciler) remove(key string) error {
+	r.gcMu.RLock()
+	defer r.gcMu.RUnlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	st := r.applied[key]
+	r.mu.Unlock()
 	if st == nil {
 		return nil
 	}
 	if err := r.clear(st.ifc); err != nil {
 		return fmt.Errorf("removing %s's rules: %w", key, err)
 	}
+	r.mu.Lock()
 	delete(r.applied, key)
+	r.mu.Unlock()
 	r.log.WithFields(logrus.Fields{"pod": key, "veth": st.ifc.Name}).Debug("removed")
 	return nil
 }

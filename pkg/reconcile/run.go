@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,19 +22,37 @@ import (
 // then removes whatever a previous agent left that no pod wants. Rules a
 // previous agent applied are adopted: re-applying them swaps in this
 // process's program and keeps the pinned bucket state and counters.
-func (r *Reconciler) InitialSync() (pods int, err error) {
+func (r *Reconciler) InitialSync(workers int) (pods int, err error) {
 	all, err := r.w.Pods.List(labels.Everything())
 	if err != nil {
 		return 0, err
 	}
-	var errs []error
+	keys := make(chan string)
+	failed := make(chan error, len(all))
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for key := range keys {
+				if err := r.Sync(key); err != nil {
+					// Left to the queue's retries; start-up goes on.
+					failed <- err
+					r.w.Queue.AddRateLimited(key)
+				}
+			}
+		}()
+	}
 	for _, p := range all {
 		key, _ := cache.MetaNamespaceKeyFunc(p)
-		if err := r.Sync(key); err != nil {
-			// Left to the queue's retries; start-up goes on.
-			errs = append(errs, err)
-			r.w.Queue.AddRateLimited(key)
-		}
+		keys <- key
+	}
+	close(keys)
+	wg.Wait()
+	close(failed)
+	var errs []error
+	for err := range failed {
+		errs = append(errs, err)
 	}
 	if err := r.CollectGarbage(); err != nil {
 		errs = append(errs, err)
@@ -97,12 +116,14 @@ func (r *Reconciler) processNext() bool {
 // of a crash, of a pod deleted while the agent was down, or of a veth
 // deleted under us.
 func (r *Reconciler) CollectGarbage() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.gcMu.Lock()
+	defer r.gcMu.Unlock()
 	claimed := map[int]bool{}
+	r.mu.Lock()
 	for _, st := range r.applied {
 		claimed[st.ifc.Index] = true
 	}
+	r.mu.Unlock()
 	keys, err := r.dp.Keys()
 	if err != nil {
 		return err
@@ -147,15 +168,37 @@ func (r *Reconciler) CollectGarbage() error {
 // Cleanup removes everything kubeshaper put on this node: every pod's
 // filters, qdiscs and map entries, then the pinned maps themselves.
 func (r *Reconciler) Cleanup() error {
+	r.gcMu.Lock()
 	r.mu.Lock()
-	var errs []error
-	for key, st := range r.applied {
-		if err := r.clear(st.ifc); err != nil {
-			errs = append(errs, err)
-		}
-		delete(r.applied, key)
-	}
+	states := r.applied
+	r.applied = map[string]*podState{}
 	r.mu.Unlock()
+	// In parallel: each clear is a few netlink round trips, mostly waiting.
+	work := make(chan *podState)
+	failed := make(chan error, len(states))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for st := range work {
+				if err := r.clear(st.ifc); err != nil {
+					failed <- err
+				}
+			}
+		}()
+	}
+	for _, st := range states {
+		work <- st
+	}
+	close(work)
+	wg.Wait()
+	close(failed)
+	r.gcMu.Unlock()
+	var errs []error
+	for err := range failed {
+		errs = append(errs, err)
+	}
 	if err := r.CollectGarbage(); err != nil {
 		errs = append(errs, err)
 	}

@@ -70,7 +70,7 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 	if err := s.preflight(ifc, cfgs); err != nil {
 		return err
 	}
-	if err := s.apply(ifc, cfgs); err != nil {
+	if err := s.apply(ifc, cfgs, s.previous(ifc.Index)); err != nil {
 		// Never leave a half-applied rule behind.
 		if cerr := s.Clear(ifc); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("rolling back %s: %w", ifc.Name, cerr))
@@ -111,7 +111,26 @@ func (s *Shaper) preflight(ifc Interface, cfgs [2]datapath.Config) error {
 	return nil
 }
 
-func (s *Shaper) apply(ifc Interface, cfgs [2]datapath.Config) error {
+// previous reads the rules the maps hold for ifindex: what this or an
+// earlier agent applied (pinned state survives restarts). It tells which
+// qdiscs and pod-side filters may exist, so the common case — no tbf, no
+// EDT before or after — costs no netlink dump and no netns entry for them.
+// A missing entry means a fresh veth: nothing of ours can be on it.
+func (s *Shaper) previous(ifindex int) (prev [2]*datapath.Config) {
+	for _, d := range rules.Directions {
+		if c, ok, err := s.dp.Lookup(datapath.KeyOf(ifindex, d)); err == nil && ok {
+			prev[d] = &c
+		}
+	}
+	return prev
+}
+
+// ownsQdisc reports whether a rule owns a root qdisc (tbf, fq): a pod
+// ingress rule the host veth's, a pod egress rule the pod eth0's (and, for
+// EDT, its tc egress filter).
+func ownsQdisc(c *datapath.Config) bool { return c != nil && (c.UsesTBF() || c.NeedsFQ()) }
+
+func (s *Shaper) apply(ifc Interface, cfgs [2]datapath.Config, prev [2]*datapath.Config) error {
 	// Maps first, then filters: a filter never runs without its config.
 	for _, d := range rules.Directions {
 		if err := s.dp.Set(datapath.KeyOf(ifc.Index, d), cfgs[d]); err != nil {
@@ -124,10 +143,15 @@ func (s *Shaper) apply(ifc Interface, cfgs [2]datapath.Config) error {
 	if err := attach.AttachFilter(ifc.Index, attach.HookEgress, s.dp.Program(rules.Ingress).FD(), FilterIngress); err != nil {
 		return err
 	}
-	if err := s.hostQdisc(ifc, cfgs[rules.Ingress]); err != nil {
-		return err
+	if ownsQdisc(prev[rules.Ingress]) || ownsQdisc(&cfgs[rules.Ingress]) {
+		if err := s.hostQdisc(ifc, cfgs[rules.Ingress]); err != nil {
+			return err
+		}
 	}
-	return s.podQdisc(ifc, cfgs[rules.Egress])
+	if ownsQdisc(prev[rules.Egress]) || ownsQdisc(&cfgs[rules.Egress]) {
+		return s.podQdisc(ifc, cfgs[rules.Egress])
+	}
+	return nil
 }
 
 // hostQdisc owns the host veth's root qdisc: what the pod receives.
@@ -193,10 +217,16 @@ func (s *Shaper) Clear(ifc Interface) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := attach.RemoveRootQdiscIfOurs(ifc.Index); err != nil && !isGone(err) {
-		errs = append(errs, err)
+	// With the rules still in the maps, they say what else exists; without
+	// them (leftovers of a crash) everything is checked.
+	prev := s.previous(ifc.Index)
+	known := prev[rules.Egress] != nil && prev[rules.Ingress] != nil
+	if !known || ownsQdisc(prev[rules.Ingress]) {
+		if err := attach.RemoveRootQdiscIfOurs(ifc.Index); err != nil && !isGone(err) {
+			errs = append(errs, err)
+		}
 	}
-	if ifc.Pod.NetnsPath != "" {
+	if ifc.Pod.NetnsPath != "" && (!known || ownsQdisc(prev[rules.Egress])) {
 		err := podnet.Do(ifc.Pod.NetnsPath, func() error {
 			return errors.Join(attach.DetachFilter(ifc.Pod.IfIndex, attach.HookEgress), attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex))
 		})
