@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
@@ -105,6 +106,22 @@ func TestAgentLifecycle(t *testing.T) {
 			return !ok1 && !ok2 && w.filters(c) == 0, ""
 		})
 		_ = idx
+	})
+
+	t.Run("hostNetwork pod: NotShapeable event, nothing applied", func(t *testing.T) {
+		zero := int64(0)
+		_, err := w.cs.CoreV1().Pods(w.ns).Create(context.Background(), &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "ph", Annotations: map[string]string{"kubeshaper.io/bandwidth": "10mbit egress"}},
+			Spec: corev1.PodSpec{NodeName: nodeName, HostNetwork: true, TerminationGracePeriodSeconds: &zero,
+				Containers: []corev1.Container{{Name: "c", Image: "none"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.eventually(10*time.Second, "NotShapeable event on ph", func() (bool, string) {
+			ev := w.events("ph", "NotShapeable")
+			return len(ev) > 0 && strings.Contains(ev[0].Message, "hostNetwork"), ""
+		})
 	})
 
 	t.Run("restart keeps rules; a pod deleted meanwhile is cleaned", func(t *testing.T) {
