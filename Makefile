@@ -6,7 +6,8 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: all build generate check-generate test test-unit fuzz bench bench-prog bench-datapath bpffs vet clean
+.PHONY: all build generate check-generate test test-unit fuzz bench bench-prog bench-datapath bpffs vet clean \
+	cluster-up cluster-down deploy e2e demo
 
 all: build
 
@@ -31,10 +32,12 @@ vet:
 	@test -z "$$(gofmt -l cmd pkg tests tools)" || { gofmt -l cmd pkg tests tools; echo "gofmt needed" >&2; exit 1; }
 
 # Everything CI proves: vet, every test (prog.Run, real netns/veth traffic,
-# real kube-apiserver), and each fuzzer for FUZZTIME.
+# real kube-apiserver), each fuzzer for FUZZTIME, and the real-node e2e
+# (its own step, so `go test ./...` skips it: KUBESHAPER_E2E=0).
 test: bpffs vet build
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	KUBESHAPER_E2E=0 $(GO) test -count=1 -timeout 20m $(PKGS)
 	$(MAKE) fuzz
+	$(MAKE) e2e
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/rules/
@@ -51,3 +54,21 @@ bench-datapath:
 
 clean:
 	rm -rf $(BIN)
+
+# A real node on this machine (tools/cluster/, README "Real node"): a
+# single-node cluster (etcd, kube-apiserver, controller-manager, scheduler,
+# kubelet, kube-proxy, containerd, CNI bridge) with all state in .cluster/.
+cluster-up: bpffs
+	tools/cluster/up.sh
+
+cluster-down:
+	tools/cluster/down.sh
+
+deploy:
+	tools/cluster/deploy.sh
+
+e2e: bpffs
+	tools/cluster/e2e.sh
+
+demo:
+	tools/cluster/demo.sh

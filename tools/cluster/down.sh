@@ -30,6 +30,7 @@ t0=${SECONDS}
 # ------------------------------------------------------------ 1. drain
 api_ok() { proc_alive kube-apiserver && [[ -f "${KUBECONFIG_ADMIN}" ]] && timeout 5 "${KUBECTL}" --kubeconfig "${KUBECONFIG_ADMIN}" get --raw /readyz > /dev/null 2>&1; }
 pods_left() { kubectl_admin get pods -A --no-headers "$@" 2>/dev/null | wc -l; }
+no_pods() { (($(pods_left "$@") == 0)); }
 
 if api_ok && proc_alive kubelet; then
 	stop_proc kube-controller-manager
@@ -37,12 +38,12 @@ if api_ok && proc_alive kubelet; then
 	if (($(pods_left --field-selector metadata.namespace!=kubeshaper-system) > 0)); then
 		log "deleting workload pods"
 		kubectl_admin delete pods -A --field-selector metadata.namespace!=kubeshaper-system --wait=false > /dev/null 2>&1 || true
-		wait_for "workload pods to go" 90 test "$(pods_left --field-selector metadata.namespace!=kubeshaper-system)" -eq 0 || true
+		wait_for "workload pods to go" 90 no_pods --field-selector metadata.namespace!=kubeshaper-system || true
 	fi
 	if (($(pods_left) > 0)); then
 		log "deleting the remaining pods (kubeshaper's agent)"
 		kubectl_admin delete pods -A --all --wait=false > /dev/null 2>&1 || true
-		wait_for "all pods to go" 60 test "$(pods_left)" -eq 0 || true
+		wait_for "all pods to go" 60 no_pods || true
 	fi
 	left="$(pods_left)"
 	((left == 0)) || log "${left} pods did not terminate in time: their sandboxes are swept below"

@@ -6,6 +6,7 @@
 # the sandbox image is built here (tools/cluster/images.sh pause).
 #
 # Usage: tools/cluster/up.sh            (make cluster-up)
+#        tools/cluster/up.sh --check    (exit 0 if it is up, 1 if not)
 #
 # Writes the admin kubeconfig to .cluster/kubeconfig. Idempotent: a cluster
 # that is already up is left alone; a half-dead one is taken down first.
@@ -25,6 +26,10 @@ all_up() {
 	[[ -f "${KUBECONFIG_ADMIN}" ]]
 }
 
+if [[ "${1:-}" == "--check" ]]; then # exit status only: is it up?
+	all_up
+	exit
+fi
 if all_up; then
 	log "cluster already up (kubeconfig ${KUBECONFIG_ADMIN})"
 	exit 0
