@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAttachIsVisibleToTc(t *testing.T) {
@@ -185,6 +186,18 @@ func TestDetachRemovesClsactOnlyWhenEmpty(t *testing.T) {
 	}
 	// A vanished interface (the pod is gone) has nothing to detach.
 	ns.do(t, func() error { return DetachFilter(9999, HookIngress) })
+
+	// Attaching again to the emptied slot (the kernel keeps a noop qdisc
+	// there, which it answers a get for with nothing but the ack) works at
+	// once: no waiting for a reply that never comes.
+	start := time.Now()
+	ns.do(t, func() error { return AttachFilter(va, HookIngress, prog.FD(), "kubeshaper_ingress") })
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("re-attaching after the clsact was removed took %v", took)
+	}
+	if !ns.hasClsact(t, "ksa0") || len(ns.filterLines(t, "ksa0", HookIngress)) != 1 {
+		t.Error("no clsact with our filter after re-attaching")
+	}
 }
 
 func TestAttachErrorsNameTheInterface(t *testing.T) {

@@ -33,7 +33,10 @@ func getQdisc(ifindex int, parent uint32) (*tc.Object, error) {
 		// Echo: the kernel answers a non-dump get through its qdisc
 		// notification path, which unicasts to the asker only when echo
 		// is requested (otherwise it reaches multicast listeners alone).
-		Header: netlink.Header{Type: unix.RTM_GETQDISC, Flags: netlink.Request | netlink.Echo},
+		// Acknowledge: for a built-in qdisc (noqueue at a veth's root, noop
+		// in an emptied ingress slot) that path sends nothing at all, not
+		// even an error; only the ack tells us so instead of the deadline.
+		Header: netlink.Header{Type: unix.RTM_GETQDISC, Flags: netlink.Request | netlink.Echo | netlink.Acknowledge},
 		Data:   req,
 	})
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
@@ -51,8 +54,8 @@ func getQdisc(ifindex int, parent uint32) (*tc.Object, error) {
 		return nil, fmt.Errorf("get qdisc %x: %w", parent, err)
 	}
 	for _, m := range msgs {
-		if len(m.Data) < 20 {
-			continue
+		if m.Header.Type != unix.RTM_NEWQDISC || len(m.Data) < 20 {
+			continue // the ack
 		}
 		q := &tc.Object{Msg: tc.Msg{
 			Family:  uint32(m.Data[0]),
@@ -84,6 +87,10 @@ func getQdisc(ifindex int, parent uint32) (*tc.Object, error) {
 			return nil, nil // an ingress queue whose clsact was removed
 		}
 		return q, nil
+	}
+	// Only the ack: a built-in qdisc the kernel does not describe.
+	if parent == tc.HandleRoot {
+		return &tc.Object{Msg: tc.Msg{Ifindex: uint32(ifindex), Parent: parent}, Attribute: tc.Attribute{Kind: "noqueue"}}, nil
 	}
 	return nil, nil
 }
