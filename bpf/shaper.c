@@ -16,6 +16,7 @@
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -42,6 +43,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ks_stats SEC(".maps");
 
+/* Per-flow records, bounded: the least recently seen flow is evicted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ks_flow_key);
+	__type(value, struct ks_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_flows SEC(".maps");
+
 /*
  * The host veth a pod-side program instance works for. Pod eth0 ifindexes
  * repeat across pods, so the key cannot come from the skb there; user space
@@ -53,44 +63,115 @@ volatile const __u32 ks_host_ifindex = 0;
 const enum ks_reason ks_reason_unused __attribute__((unused));
 const enum ks_flags ks_flags_unused __attribute__((unused));
 
+/* What the parser found in a packet's headers. */
+struct ks_pkt {
+	struct ks_flow_key fk; /* proto == 0: not IP */
+	__u32 hdr_len;         /* L2+L3+L4 header bytes, for GSO accounting */
+	__u8 tcp_flags;
+};
+
 /*
- * Bytes per segment that a GSO skb's headers occupy: each wire segment
- * repeats them. Parsed from the linear head; a guess if it cannot be.
+ * Parses Ethernet, IPv4/IPv6 (no extension headers) and TCP/UDP from the
+ * linear head. Unknown protocols leave proto 0; hdr_len then is a guess.
  */
-static __always_inline __u32 gso_header_len(struct __sk_buff *skb)
+static __always_inline void parse(struct __sk_buff *skb, struct ks_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	__u32 l3;
+	__u8 proto;
 
+	p->hdr_len = KS_DEFAULT_HDR;
 	if ((void *)(eth + 1) > end)
-		return KS_DEFAULT_HDR;
+		return;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 
 		if ((void *)(ip + 1) > end)
-			return KS_DEFAULT_HDR;
+			return;
 		l3 = ip->ihl * 4;
-		if (ip->protocol != IPPROTO_TCP)
-			return sizeof(*eth) + l3 + 8; /* UDP GSO */
+		if (l3 < sizeof(*ip))
+			return;
+		proto = ip->protocol;
+		p->fk.family = 4;
+		__builtin_memcpy(p->fk.saddr, &ip->saddr, 4);
+		__builtin_memcpy(p->fk.daddr, &ip->daddr, 4);
+		/* Later fragments carry no L4 header. */
+		if (ip->frag_off & bpf_htons(0x1fff)) {
+			p->fk.proto = proto;
+			return;
+		}
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > end)
-			return KS_DEFAULT_HDR;
+			return;
 		l3 = sizeof(*ip6);
-		if (ip6->nexthdr != IPPROTO_TCP)
-			return sizeof(*eth) + l3 + 8;
+		proto = ip6->nexthdr;
+		p->fk.family = 6;
+		__builtin_memcpy(p->fk.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->fk.daddr, &ip6->daddr, 16);
 	} else {
-		return KS_DEFAULT_HDR;
+		return;
 	}
-	if (l3 < 20 || l3 > 60)
-		return KS_DEFAULT_HDR;
-	struct tcphdr *tcp = data + sizeof(*eth) + l3;
-	if ((void *)(tcp + 1) > end)
-		return KS_DEFAULT_HDR;
-	return sizeof(*eth) + l3 + tcp->doff * 4;
+	p->fk.proto = proto;
+	if (l3 > 60)
+		return;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = data + sizeof(*eth) + l3;
+
+		if ((void *)(tcp + 1) > end)
+			return;
+		p->fk.sport = tcp->source;
+		p->fk.dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->hdr_len = sizeof(*eth) + l3 + tcp->doff * 4;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *udp = data + sizeof(*eth) + l3;
+
+		if ((void *)(udp + 1) > end)
+			return;
+		p->fk.sport = udp->source;
+		p->fk.dport = udp->dest;
+		p->hdr_len = sizeof(*eth) + l3 + sizeof(*udp);
+	} else {
+		p->hdr_len = sizeof(*eth) + l3;
+	}
+}
+
+/*
+ * Records the packet in its flow. Counters are atomic (a flow's packets may
+ * be handled on several CPUs at once); last_ns and the flag bits are plain
+ * stores (a lost race costs a nanosecond of age or a flag seen again on the
+ * next packet; atomic OR needs 5.12).
+ */
+static __always_inline void flow_seen(struct ks_pkt *p, __u64 jiffies, __u32 segs,
+				      __u64 wire, int dropped)
+{
+	struct ks_flow *f = bpf_map_lookup_elem(&ks_flows, &p->fk);
+
+	if (!f) {
+		struct ks_flow nf = {
+			.packets = segs, .bytes = wire,
+			.first_jiffies = jiffies, .last_jiffies = jiffies,
+			.drops = dropped ? segs : 0,
+			.tcp_flags = p->tcp_flags,
+		};
+		/* NOEXIST: if another CPU created it meanwhile, count there. */
+		if (!bpf_map_update_elem(&ks_flows, &p->fk, &nf, BPF_NOEXIST))
+			return;
+		f = bpf_map_lookup_elem(&ks_flows, &p->fk);
+		if (!f)
+			return;
+	}
+	__sync_fetch_and_add(&f->packets, segs);
+	__sync_fetch_and_add(&f->bytes, wire);
+	if (dropped)
+		__sync_fetch_and_add(&f->drops, segs);
+	f->last_jiffies = jiffies;
+	if ((f->tcp_flags | p->tcp_flags) != f->tcp_flags)
+		f->tcp_flags |= p->tcp_flags;
 }
 
 static __always_inline struct ks_counters *counters_of(struct ks_key *key)
@@ -206,38 +287,14 @@ static __always_inline __u64 edt_departure(struct __sk_buff *skb,
 	return t;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
-				  bool at_pod)
+/*
+ * The rule's verdict on one packet: loss, then the bucket, then EDT. Drops
+ * are counted here, under their reason.
+ */
+static __always_inline int decide(struct __sk_buff *skb, struct ks_rule *cfg,
+				  struct ks_counters *c, __u64 *now,
+				  __u64 wire, __u32 segs)
 {
-	struct ks_key key = {
-		.ifindex = at_pod ? ks_host_ifindex : skb->ifindex,
-		.dir = dir,
-	};
-	struct ks_rule *cfg;
-	struct ks_counters *c;
-	__u32 segs = skb->gso_segs;
-	__u64 wire = skb->len;
-	__u64 now;
-
-	cfg = bpf_map_lookup_elem(&ks_rules, &key);
-	if (!cfg)
-		return TC_ACT_UNSPEC; /* not ours (a stale filter): stay out */
-	/* Exactly one program handles each direction: the pod-side instance
-	 * when the rule is EDT on pod egress, else the host-side one. */
-	if (!!(cfg->flags & KS_F_AT_POD) != at_pod)
-		return TC_ACT_UNSPEC;
-
-	if (segs > 1)
-		wire += (__u64)(segs - 1) * gso_header_len(skb);
-	else
-		segs = 1;
-
-	c = counters_of(&key);
-	if (c) {
-		c->packets += segs;
-		c->bytes += wire;
-	}
-
 	if ((cfg->flags & KS_F_LOSS) &&
 	    (__u64)bpf_get_prandom_u32() < cfg->loss_thresh)
 		return drop(c, KS_REASON_LOSS, wire, segs);
@@ -247,13 +304,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 	if (!cfg->rate && (cfg->flags & (KS_F_RATE | KS_F_PACE)))
 		return TC_ACT_UNSPEC; /* user space never writes this */
 
-	now = bpf_ktime_get_ns();
+	if (!*now)
+		*now = bpf_ktime_get_ns();
 
-	if ((cfg->flags & KS_F_RATE) && !bucket_admit(cfg, now, wire))
+	if ((cfg->flags & KS_F_RATE) && !bucket_admit(cfg, *now, wire))
 		return drop(c, KS_REASON_BANDWIDTH, wire, segs);
 
 	if (cfg->flags & (KS_F_PACE | KS_F_DELAY)) {
-		__u64 t = edt_departure(skb, cfg, now, wire);
+		__u64 t = edt_departure(skb, cfg, *now, wire);
 
 		if (!t)
 			return drop(c, KS_REASON_HORIZON, wire, segs);
@@ -261,6 +319,57 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 	}
 	/* UNSPEC, not OK: later filters (custom programs, other tools) run. */
 	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
+				  bool at_pod)
+{
+	struct ks_key key = {
+		.ifindex = at_pod ? ks_host_ifindex : skb->ifindex,
+		.dir = dir,
+	};
+	struct ks_pkt p = {};
+	struct ks_rule *cfg;
+	struct ks_counters *c;
+	__u32 segs = skb->gso_segs;
+	__u64 wire = skb->len;
+	__u64 now = 0;
+	bool flows;
+	int verdict;
+
+	cfg = bpf_map_lookup_elem(&ks_rules, &key);
+	if (!cfg)
+		return TC_ACT_UNSPEC; /* not ours (a stale filter): stay out */
+	/* Exactly one program handles each direction: the pod-side instance
+	 * when the rule is EDT on pod egress, else the host-side one. */
+	if (!!(cfg->flags & KS_F_AT_POD) != at_pod)
+		return TC_ACT_UNSPEC;
+
+	flows = cfg->flags & KS_F_FLOWS;
+	if (segs > 1 || flows)
+		parse(skb, &p);
+	if (segs > 1)
+		wire += (__u64)(segs - 1) * p.hdr_len;
+	else
+		segs = 1;
+
+	c = counters_of(&key);
+	if (c) {
+		c->packets += segs;
+		c->bytes += wire;
+	}
+
+	verdict = decide(skb, cfg, c, &now, wire, segs);
+
+	if (flows && p.fk.family) {
+		p.fk.ifindex = key.ifindex;
+		p.fk.dir = dir;
+		/* Jiffies, not bpf_ktime_get_ns(): flow ages need no more than
+		 * a tick's precision, and the clock read costs ~35 ns a packet
+		 * in a VM, more than the rest of the flow record. */
+		flow_seen(&p, bpf_jiffies64(), segs, wire, verdict == TC_ACT_SHOT);
+	}
+	return verdict;
 }
 
 /* Attached at the host veth's tc ingress: what the pod sends. */
@@ -286,6 +395,19 @@ SEC("tc")
 int ks_pod_side(struct __sk_buff *skb)
 {
 	return handle(skb, KS_DIR_EGRESS, true);
+}
+
+/* ks_clock pairs the two clocks for user space, which converts flow
+ * timestamps (jiffies) to wall time: run it with BPF_PROG_TEST_RUN. */
+__u64 ks_clock_jiffies = 0;
+__u64 ks_clock_ns = 0;
+
+SEC("tc")
+int ks_clock(struct __sk_buff *skb)
+{
+	ks_clock_jiffies = bpf_jiffies64();
+	ks_clock_ns = bpf_ktime_get_ns();
+	return TC_ACT_UNSPEC;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -35,6 +35,7 @@ enum ks_flags {
 	KS_F_QDISC = 1 << 5,  /* a kernel qdisc (tbf) enforces rate: count only */
 	KS_F_AT_POD = 1 << 6, /* EDT for pod egress runs on the pod's eth0, where
 			       * fq can honour it: the host-side program stays out */
+	KS_F_FLOWS = 1 << 7,  /* keep per-flow records (ks_flows) */
 };
 
 struct ks_key {
@@ -74,6 +75,32 @@ struct ks_counters {
 	__u64 bytes;   /* wire bytes seen */
 	__u64 drop_packets[KS_REASON_MAX];
 	__u64 drop_bytes[KS_REASON_MAX];
+};
+
+/*
+ * One flow as seen on one {interface, direction}: addresses and ports as on
+ * the wire (network byte order), IPv4 in the first 4 bytes of the address.
+ */
+struct ks_flow_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 proto;  /* IPPROTO_* */
+	__u8 family; /* 4 or 6 */
+	__u8 pad;
+	__be16 sport;
+	__be16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct ks_flow {
+	__u64 packets;   /* wire packets (a GSO skb counts its segments) */
+	__u64 bytes;     /* wire bytes */
+	__u64 first_jiffies; /* bpf_jiffies64() at the first packet */
+	__u64 last_jiffies;  /* ... and at the latest */
+	__u64 drops;     /* packets of this flow kubeshaper dropped */
+	__u32 tcp_flags; /* OR of the TCP flags seen (FIN 0x01 … CWR 0x80) */
+	__u32 pad;
 };
 
 #endif

@@ -56,6 +56,26 @@ func BenchmarkProgTrivial(b *testing.B) {
 }
 
 func BenchmarkProgNotOurs(b *testing.B) { benchProg(b, nil) }
+
+// BenchmarkProgMonitorFlows is BenchmarkProgMonitor with per-flow records
+// (an existing flow: the steady state of a connection).
+func BenchmarkProgMonitorFlows(b *testing.B) {
+	dp := openTest(b)
+	cfg, err := ConfigFor(rules.DirectionPolicy{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.EnableFlows()
+	if err := dp.Set(KeyOf(loIfindex, rules.Egress), cfg); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	_, per, err := dp.Program(rules.Egress).Benchmark(udpPacket(64), b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+}
 func BenchmarkProgMonitor(b *testing.B) { benchProg(b, &rules.DirectionPolicy{}) }
 func BenchmarkProgBandwidth(b *testing.B) {
 	benchProg(b, &rules.DirectionPolicy{Bandwidth: fastLink})

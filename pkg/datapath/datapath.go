@@ -20,6 +20,7 @@ import (
 type Datapath struct {
 	objs   shaperObjects
 	pinDir string
+	clock  jiffyClock
 }
 
 // Open loads the programs and opens (or creates) the maps pinned under
@@ -82,7 +83,7 @@ func (d *Datapath) Program(dir rules.Direction) *ebpf.Program {
 func RemovePins(pinDir string) error { return removePins(pinDir) }
 
 func removePins(pinDir string) error {
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats} {
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

@@ -26,6 +26,7 @@ func (d *Datapath) PodSideProgram(hostIfindex int) (*ebpf.Program, error) {
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		shaperMapKsRules: d.objs.KsRules,
 		shaperMapKsStats: d.objs.KsStats,
+		shaperMapKsFlows: d.objs.KsFlows,
 	}}
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		return nil, fmt.Errorf("loading the pod-side program for ifindex %d: %w", hostIfindex, err)

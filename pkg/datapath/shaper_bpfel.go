@@ -31,7 +31,32 @@ const (
 	shaperKsFlagsKS_F_SPARSE shaperKsFlags = 16
 	shaperKsFlagsKS_F_QDISC  shaperKsFlags = 32
 	shaperKsFlagsKS_F_AT_POD shaperKsFlags = 64
+	shaperKsFlagsKS_F_FLOWS  shaperKsFlags = 128
 )
+
+type shaperKsFlow struct {
+	_            structs.HostLayout
+	Packets      uint64
+	Bytes        uint64
+	FirstJiffies uint64
+	LastJiffies  uint64
+	Drops        uint64
+	TcpFlags     uint32
+	Pad          uint32
+}
+
+type shaperKsFlowKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint8
+	Proto   uint8
+	Family  uint8
+	Pad     uint8
+	Sport   uint16
+	Dport   uint16
+	Saddr   [16]uint8
+	Daddr   [16]uint8
+}
 
 type shaperKsKey struct {
 	_       structs.HostLayout
@@ -76,11 +101,15 @@ type shaperKsRule struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	shaperMapKsFlows        = "ks_flows"
 	shaperMapKsRules        = "ks_rules"
 	shaperMapKsStats        = "ks_stats"
+	shaperProgKsClock       = "ks_clock"
 	shaperProgKsPodEgress   = "ks_pod_egress"
 	shaperProgKsPodIngress  = "ks_pod_ingress"
 	shaperProgKsPodSide     = "ks_pod_side"
+	shaperVarKsClockJiffies = "ks_clock_jiffies"
+	shaperVarKsClockNs      = "ks_clock_ns"
 	shaperVarKsFlagsUnused  = "ks_flags_unused"
 	shaperVarKsHostIfindex  = "ks_host_ifindex"
 	shaperVarKsReasonUnused = "ks_reason_unused"
@@ -128,6 +157,7 @@ type shaperSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperProgramSpecs struct {
+	KsClock      *ebpf.ProgramSpec `ebpf:"ks_clock"`
 	KsPodEgress  *ebpf.ProgramSpec `ebpf:"ks_pod_egress"`
 	KsPodIngress *ebpf.ProgramSpec `ebpf:"ks_pod_ingress"`
 	KsPodSide    *ebpf.ProgramSpec `ebpf:"ks_pod_side"`
@@ -137,6 +167,7 @@ type shaperProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperMapSpecs struct {
+	KsFlows *ebpf.MapSpec `ebpf:"ks_flows"`
 	KsRules *ebpf.MapSpec `ebpf:"ks_rules"`
 	KsStats *ebpf.MapSpec `ebpf:"ks_stats"`
 }
@@ -145,6 +176,8 @@ type shaperMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperVariableSpecs struct {
+	KsClockJiffies *ebpf.VariableSpec `ebpf:"ks_clock_jiffies"`
+	KsClockNs      *ebpf.VariableSpec `ebpf:"ks_clock_ns"`
 	KsFlagsUnused  *ebpf.VariableSpec `ebpf:"ks_flags_unused"`
 	KsHostIfindex  *ebpf.VariableSpec `ebpf:"ks_host_ifindex"`
 	KsReasonUnused *ebpf.VariableSpec `ebpf:"ks_reason_unused"`
@@ -170,12 +203,14 @@ func (o *shaperObjects) Close() error {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperMaps struct {
+	KsFlows *ebpf.Map `ebpf:"ks_flows"`
 	KsRules *ebpf.Map `ebpf:"ks_rules"`
 	KsStats *ebpf.Map `ebpf:"ks_stats"`
 }
 
 func (m *shaperMaps) Close() error {
 	return _ShaperClose(
+		m.KsFlows,
 		m.KsRules,
 		m.KsStats,
 	)
@@ -185,6 +220,8 @@ func (m *shaperMaps) Close() error {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperVariables struct {
+	KsClockJiffies *ebpf.Variable `ebpf:"ks_clock_jiffies"`
+	KsClockNs      *ebpf.Variable `ebpf:"ks_clock_ns"`
 	KsFlagsUnused  *ebpf.Variable `ebpf:"ks_flags_unused"`
 	KsHostIfindex  *ebpf.Variable `ebpf:"ks_host_ifindex"`
 	KsReasonUnused *ebpf.Variable `ebpf:"ks_reason_unused"`
@@ -194,6 +231,7 @@ type shaperVariables struct {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperPrograms struct {
+	KsClock      *ebpf.Program `ebpf:"ks_clock"`
 	KsPodEgress  *ebpf.Program `ebpf:"ks_pod_egress"`
 	KsPodIngress *ebpf.Program `ebpf:"ks_pod_ingress"`
 	KsPodSide    *ebpf.Program `ebpf:"ks_pod_side"`
@@ -201,6 +239,7 @@ type shaperPrograms struct {
 
 func (p *shaperPrograms) Close() error {
 	return _ShaperClose(
+		p.KsClock,
 		p.KsPodEgress,
 		p.KsPodIngress,
 		p.KsPodSide,

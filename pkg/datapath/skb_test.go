@@ -59,3 +59,32 @@ func tcpPacket(payload int) []byte {
 	tcp[13] = 0x10   // ACK
 	return p
 }
+
+// udp6Packet is Ethernet + IPv6 + UDP with size bytes in all.
+func udp6Packet(size int, src, dst net.IP, sport, dport uint16) []byte {
+	p := make([]byte, size)
+	binary.BigEndian.PutUint16(p[12:], 0x86dd)
+	ip := p[14:]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(size-54))
+	ip[6] = 17
+	ip[7] = 64
+	copy(ip[8:24], src.To16())
+	copy(ip[24:40], dst.To16())
+	udp := ip[40:]
+	binary.BigEndian.PutUint16(udp[0:], sport)
+	binary.BigEndian.PutUint16(udp[2:], dport)
+	binary.BigEndian.PutUint16(udp[4:], uint16(size-54))
+	return p
+}
+
+// tcp6Packet is Ethernet + IPv6 + TCP (20-byte header) with flags.
+func tcp6Packet(payload int, src, dst net.IP, sport, dport uint16, flags byte) []byte {
+	size := 14 + 40 + 20 + payload
+	p := udp6Packet(size, src, dst, sport, dport)
+	p[14+6] = 6
+	tcp := p[54:]
+	tcp[12] = 5 << 4
+	tcp[13] = flags
+	return p
+}

@@ -46,10 +46,13 @@ var ErrNeedsFQ = errors.New("pace mode and delay need the sch_fq qdisc (EDT paci
 // Shaper applies policies with one loaded datapath.
 type Shaper struct {
 	dp *datapath.Datapath
+	// Flows keeps per-flow records (kubeshaper flows, flow export) for
+	// every interface applied from now on.
+	Flows bool
 }
 
-// New returns a Shaper using dp.
-func New(dp *datapath.Datapath) *Shaper { return &Shaper{dp: dp} }
+// New returns a Shaper using dp, with per-flow records on.
+func New(dp *datapath.Datapath) *Shaper { return &Shaper{dp: dp, Flows: true} }
 
 // Apply makes ifc carry pol. An empty policy still attaches the programs:
 // every pod is counted (monitoring) whether or not it has a rule.
@@ -59,6 +62,9 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 		c, err := datapath.ConfigFor(pol[d])
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", ifc.Name, d, err)
+		}
+		if s.Flows {
+			c.EnableFlows()
 		}
 		cfgs[d] = c
 	}
