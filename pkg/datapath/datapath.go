@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
@@ -21,6 +22,10 @@ type Datapath struct {
 	objs   shaperObjects
 	pinDir string
 	clock  jiffyClock
+
+	namesOnce sync.Once
+	names     *ebpf.Map
+	namesErr  error
 }
 
 // Open loads the programs and opens (or creates) the maps pinned under
@@ -64,7 +69,12 @@ func (d *Datapath) load() error {
 
 // Close releases this process's handles. Attached programs and pinned maps
 // stay in the kernel.
-func (d *Datapath) Close() error { return d.objs.Close() }
+func (d *Datapath) Close() error {
+	if d.names != nil {
+		d.names.Close()
+	}
+	return d.objs.Close()
+}
 
 // PinDir is where the maps are pinned.
 func (d *Datapath) PinDir() string { return d.pinDir }
@@ -83,7 +93,7 @@ func (d *Datapath) Program(dir rules.Direction) *ebpf.Program {
 func RemovePins(pinDir string) error { return removePins(pinDir) }
 
 func removePins(pinDir string) error {
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows} {
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, podNamesMap} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

@@ -123,3 +123,26 @@ func (d *Datapath) Seen(s FlowStats) (first, last time.Time, err error) {
 	now := time.Now()
 	return now.Add(-fa), now.Add(-la), nil
 }
+
+// ForgetFlows deletes every flow record of ifindex (its pod is gone or its
+// rules were cleared).
+func (d *Datapath) ForgetFlows(ifindex int) error {
+	var k FlowKey
+	var doomed []FlowKey
+	var v FlowStats
+	it := d.objs.KsFlows.Iterate()
+	for it.Next(&k, &v) {
+		if k.Ifindex == uint32(ifindex) {
+			doomed = append(doomed, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("listing flows: %w", err)
+	}
+	for _, k := range doomed {
+		if err := d.objs.KsFlows.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("deleting a flow of ifindex %d: %w", ifindex, err)
+		}
+	}
+	return nil
+}

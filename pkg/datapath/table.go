@@ -56,6 +56,9 @@ func (d *Datapath) Delete(key Key) error {
 			errs = append(errs, fmt.Errorf("deleting %s from %s: %w", keyString(key), m.String(), err))
 		}
 	}
+	if key.Direction() == rules.Ingress { // once per interface: its last direction
+		errs = append(errs, d.ForgetFlows(int(key.Ifindex)), d.forgetPodName(int(key.Ifindex)))
+	}
 	return errors.Join(errs...)
 }
 

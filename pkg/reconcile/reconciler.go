@@ -180,6 +180,9 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 		r.mu.Unlock()
 		return err
 	}
+	if err := r.dp.SetPodName(ifc.Index, key); err != nil {
+		r.log.WithError(err).WithField("pod", key).Warn("recording the pod's name for the node CLI")
+	}
 	changed := st == nil || !st.policy.Equal(want)
 	r.mu.Lock()
 	r.applied[key] = &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want}
