@@ -6,7 +6,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: all build generate check-generate test test-unit fuzz bench bench-prog bench-datapath bpffs vet clean \
+.PHONY: all build generate check-generate test test-unit fuzz bench bench-prog bench-datapath bench-agent readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e demo
 
 all: build
@@ -44,13 +44,21 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./pkg/rules/
 
 # Figures: per-packet cost, then TCP accuracy / latency / loss on veths.
-bench: bpffs build bench-prog bench-datapath
+bench: bpffs build bench-prog bench-datapath bench-agent readme-figures
 
 bench-prog:
 	$(GO) test -run '^$$' -bench Prog -benchtime 2000000x -count 5 ./pkg/datapath/ | tee docs/bench/prog.txt
 
 bench-datapath:
 	$(GO) run ./tools/bench $(BENCHFLAGS)
+
+# The agent at 250 pods against a real kube-apiserver (docs/bench/agent.json).
+bench-agent: bpffs
+	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tests/agent/
+
+# README.md quotes docs/bench/ through this, never by hand.
+readme-figures:
+	$(GO) run ./tools/readmefigs
 
 clean:
 	rm -rf $(BIN)
