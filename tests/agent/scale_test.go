@@ -1,15 +1,12 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/tests/agentenv"
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
@@ -34,20 +32,20 @@ func TestAgentScale(t *testing.T) {
 	pods := make([]*netlab.Pod, npods)
 	start := time.Now()
 	for i := range pods {
-		pods[i] = w.lab.AddPod(fmt.Sprintf("p%d", i))
+		pods[i] = w.Lab.AddPod(fmt.Sprintf("p%d", i))
 		ann := map[string]string{"kubeshaper.io/bandwidth": fmt.Sprintf("%dmbit egress", 10+i)}
-		w.pod(pods[i], fmt.Sprintf("p%d", i), map[string]string{"app": "scale"}, ann)
+		w.Pod(pods[i], fmt.Sprintf("p%d", i), map[string]string{"app": "scale"}, ann)
 	}
 	t.Logf("created %d netns pods and Pod objects in %v", npods, time.Since(start))
 
 	res := map[string]any{"pods": npods, "changes": changes}
-	ag := w.startAgent(false)
+	ag := w.StartAgent(keepRules)
 	res["startup_reconcile_ms"] = startupTook(t, ag)
 	res["rss_after_start_kib"] = rssKiB(t, ag)
-	w.waitRate(pods[npods-1], rules.Egress, uint64(10+npods-1)*1e6)
+	w.WaitRate(pods[npods-1], rules.Egress, uint64(10+npods-1)*1e6)
 
 	// Annotate → rule in the kernel map, one change at a time.
-	dp, err := datapath.Open(w.pinDir)
+	dp, err := datapath.Open(w.PinDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +53,11 @@ func TestAgentScale(t *testing.T) {
 	var lat []time.Duration
 	for i := range changes {
 		p := pods[i%npods]
-		key := datapath.KeyOf(w.ifindex(p), rules.Egress)
+		key := datapath.KeyOf(w.Ifindex(p), rules.Egress)
 		want := uint64(1000+i) * 1e6
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{"kubeshaper.io/bandwidth":"%dmbit egress"}}}`, 1000+i)
 		t0 := time.Now()
-		if _, err := w.cs.CoreV1().Pods(w.ns).Patch(context.Background(), fmt.Sprintf("p%d", i%npods), types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		if _, err := w.CS.CoreV1().Pods(w.NS).Patch(context.Background(), fmt.Sprintf("p%d", i%npods), types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		for {
@@ -84,12 +82,12 @@ func TestAgentScale(t *testing.T) {
 	res["rss_after_changes_kib"] = rssKiB(t, ag)
 
 	// A restart adopts 250 pinned rules.
-	ag.stop(t)
-	ag = w.startAgent(true)
+	ag.Stop(t)
+	ag = w.StartAgent(cleanupRules)
 	res["restart_reconcile_ms"] = startupTook(t, ag)
-	took := ag.stop(t)
+	took := ag.Stop(t)
 	res["cleanup_250_pods_ms"] = ms(took)
-	if n := w.entries(); n != 0 {
+	if n := w.Entries(); n != 0 {
 		t.Errorf("%d map entries left after cleanup", n)
 	}
 
@@ -104,44 +102,20 @@ func TestAgentScale(t *testing.T) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // startupTook reads the agent's own "start-up reconcile done" log line.
-func startupTook(t *testing.T, a *agent) float64 {
+func startupTook(t *testing.T, a *agentenv.Agent) float64 {
 	t.Helper()
-	f, err := os.Open(a.log.Name())
+	d, err := a.StartupTook()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.Contains(line, "start-up reconcile done") {
-			continue
-		}
-		for _, field := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(field, "took="); ok {
-				d, err := time.ParseDuration(strings.Trim(v, `"`))
-				if err == nil {
-					return ms(d)
-				}
-			}
-		}
-	}
-	t.Fatal("no start-up reconcile line in the agent's log")
-	return 0
+	return ms(d)
 }
 
-func rssKiB(t *testing.T, a *agent) int {
+func rssKiB(t *testing.T, a *agentenv.Agent) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	n, err := a.RSSKiB()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	return 0
+	return n
 }

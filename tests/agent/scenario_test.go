@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/tests/agentenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
@@ -19,21 +20,21 @@ import (
 // was down), and a final SIGTERM that removes everything.
 func TestAgentLifecycle(t *testing.T) {
 	w := newWorld(t)
-	a, b, c := w.lab.AddPod("a"), w.lab.AddPod("b"), w.lab.AddPod("c")
+	a, b, c := w.Lab.AddPod("a"), w.Lab.AddPod("b"), w.Lab.AddPod("c")
 	app := map[string]string{"app": "web"}
-	w.pod(a, "pa", app, nil)
-	w.pod(b, "pb", app, nil)
-	w.pod(c, "pc", map[string]string{"app": "db"}, nil)
-	ag := w.startAgent(false)
+	w.Pod(a, "pa", app, nil)
+	w.Pod(b, "pb", app, nil)
+	w.Pod(c, "pc", map[string]string{"app": "db"}, nil)
+	ag := w.StartAgent(keepRules)
 
 	// Every pod is counted (both filters) even without a rule.
-	w.eventually(10*time.Second, "filters on every pod", func() (bool, string) {
-		return w.filters(a) == 2 && w.filters(b) == 2 && w.filters(c) == 2, ""
+	w.Eventually(10*time.Second, "filters on every pod", func() (bool, string) {
+		return w.Filters(a) == 2 && w.Filters(b) == 2 && w.Filters(c) == 2, ""
 	})
 
 	t.Run("annotate shapes real traffic", func(t *testing.T) {
-		w.annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": "20mbit egress"})
-		w.waitRate(a, rules.Egress, 20e6)
+		w.Annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": "20mbit egress"})
+		w.WaitRate(a, rules.Egress, 20e6)
 		up, err := netlab.TCPRate(a, b, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -49,110 +50,110 @@ func TestAgentLifecycle(t *testing.T) {
 		if down < 200e6 {
 			t.Errorf("download %.1f Mbit/s: an egress rule must not slow it", down/1e6)
 		}
-		if len(w.events("pa", "Applied")) == 0 {
+		if len(w.Events("pa", "Applied")) == 0 {
 			t.Error("no Applied event on pa")
 		}
 	})
 
 	t.Run("change updates, removal clears", func(t *testing.T) {
-		w.annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": "40mbit egress"})
-		w.waitRate(a, rules.Egress, 40e6)
-		w.annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": nil})
-		w.eventually(10*time.Second, "pa's rule gone", func() (bool, string) {
-			cfg, ok := w.rule(a, rules.Egress)
+		w.Annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": "40mbit egress"})
+		w.WaitRate(a, rules.Egress, 40e6)
+		w.Annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": nil})
+		w.Eventually(10*time.Second, "pa's rule gone", func() (bool, string) {
+			cfg, ok := w.Rule(a, rules.Egress)
 			return ok && cfg.String() == "monitor", cfg.String()
 		})
 	})
 
 	t.Run("service rules reach its pods, pod overrides win", func(t *testing.T) {
 		ctx := context.Background()
-		w.annotate("pod", "pb", map[string]any{"kubeshaper.io/loss": "uniform egress 5%"})
-		if _, err := w.env.CreateService(ctx, w.ns, "web", app, map[string]string{"kubeshaper.io/loss": "uniform egress 1%; uniform ingress 2%"}); err != nil {
+		w.Annotate("pod", "pb", map[string]any{"kubeshaper.io/loss": "uniform egress 5%"})
+		if _, err := w.Env.CreateService(ctx, w.NS, "web", app, map[string]string{"kubeshaper.io/loss": "uniform egress 1%; uniform ingress 2%"}); err != nil {
 			t.Fatal(err)
 		}
-		w.waitLoss(a, rules.Egress, 0.01)
-		w.waitLoss(a, rules.Ingress, 0.02)
-		w.waitLoss(b, rules.Egress, 0.05) // the pod's own value
-		w.waitLoss(b, rules.Ingress, 0.02)
-		if cfg, _ := w.rule(c, rules.Egress); cfg.String() != "monitor" {
+		w.WaitLoss(a, rules.Egress, 0.01)
+		w.WaitLoss(a, rules.Ingress, 0.02)
+		w.WaitLoss(b, rules.Egress, 0.05) // the pod's own value
+		w.WaitLoss(b, rules.Ingress, 0.02)
+		if cfg, _ := w.Rule(c, rules.Egress); cfg.String() != "monitor" {
 			t.Errorf("pc is not selected by the Service but has %s", cfg.String())
 		}
 		// The Service changes: its pods follow.
-		w.annotate("service", "web", map[string]any{"kubeshaper.io/loss": "uniform egress 3%"})
-		w.waitLoss(a, rules.Egress, 0.03)
-		w.waitLoss(a, rules.Ingress, 0)
+		w.Annotate("service", "web", map[string]any{"kubeshaper.io/loss": "uniform egress 3%"})
+		w.WaitLoss(a, rules.Egress, 0.03)
+		w.WaitLoss(a, rules.Ingress, 0)
 	})
 
 	t.Run("invalid value: event, other keys still apply", func(t *testing.T) {
-		w.annotate("pod", "pc", map[string]any{"kubeshaper.io/bandwidth": "fast egress", "kubeshaper.io/loss": "uniform ingress 7%"})
-		w.waitLoss(c, rules.Ingress, 0.07)
-		w.eventually(10*time.Second, "InvalidAnnotation event on pc", func() (bool, string) {
-			ev := w.events("pc", "InvalidAnnotation")
+		w.Annotate("pod", "pc", map[string]any{"kubeshaper.io/bandwidth": "fast egress", "kubeshaper.io/loss": "uniform ingress 7%"})
+		w.WaitLoss(c, rules.Ingress, 0.07)
+		w.Eventually(10*time.Second, "InvalidAnnotation event on pc", func() (bool, string) {
+			ev := w.Events("pc", "InvalidAnnotation")
 			return len(ev) > 0 && strings.Contains(ev[0].Message, "fast egress") && ev[0].Type == "Warning", ""
 		})
-		if cfg, _ := w.rule(c, rules.Egress); cfg.RateBits() != 0 {
+		if cfg, _ := w.Rule(c, rules.Egress); cfg.RateBits() != 0 {
 			t.Errorf("an invalid bandwidth was half-applied: %s", cfg.String())
 		}
 	})
 
 	t.Run("pod deleted: no filter, no entry", func(t *testing.T) {
-		idx := w.ifindex(c)
-		if err := w.cs.CoreV1().Pods(w.ns).Delete(context.Background(), "pc", metav1.DeleteOptions{}); err != nil {
+		idx := w.Ifindex(c)
+		if err := w.CS.CoreV1().Pods(w.NS).Delete(context.Background(), "pc", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		w.eventually(10*time.Second, "pc's state removed", func() (bool, string) {
-			_, ok1 := w.rule(c, rules.Egress)
-			_, ok2 := w.rule(c, rules.Ingress)
-			return !ok1 && !ok2 && w.filters(c) == 0, ""
+		w.Eventually(10*time.Second, "pc's state removed", func() (bool, string) {
+			_, ok1 := w.Rule(c, rules.Egress)
+			_, ok2 := w.Rule(c, rules.Ingress)
+			return !ok1 && !ok2 && w.Filters(c) == 0, ""
 		})
 		_ = idx
 	})
 
 	t.Run("hostNetwork pod: NotShapeable event, nothing applied", func(t *testing.T) {
 		zero := int64(0)
-		_, err := w.cs.CoreV1().Pods(w.ns).Create(context.Background(), &corev1.Pod{
+		_, err := w.CS.CoreV1().Pods(w.NS).Create(context.Background(), &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "ph", Annotations: map[string]string{"kubeshaper.io/bandwidth": "10mbit egress"}},
-			Spec: corev1.PodSpec{NodeName: nodeName, HostNetwork: true, TerminationGracePeriodSeconds: &zero,
+			Spec: corev1.PodSpec{NodeName: agentenv.NodeName, HostNetwork: true, TerminationGracePeriodSeconds: &zero,
 				Containers: []corev1.Container{{Name: "c", Image: "none"}}},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.eventually(10*time.Second, "NotShapeable event on ph", func() (bool, string) {
-			ev := w.events("ph", "NotShapeable")
+		w.Eventually(10*time.Second, "NotShapeable event on ph", func() (bool, string) {
+			ev := w.Events("ph", "NotShapeable")
 			return len(ev) > 0 && strings.Contains(ev[0].Message, "hostNetwork"), ""
 		})
 	})
 
 	t.Run("restart keeps rules; a pod deleted meanwhile is cleaned", func(t *testing.T) {
-		ag.stop(t) // --cleanup-on-exit=false
-		if cfg, ok := w.rule(a, rules.Egress); !ok || cfg.LossProbability() < 0.029 {
+		ag.Stop(t) // --cleanup-on-exit=false
+		if cfg, ok := w.Rule(a, rules.Egress); !ok || cfg.LossProbability() < 0.029 {
 			t.Fatalf("rules gone after a keep-rules exit: %s", cfg.String())
 		}
-		if w.filters(a) != 2 {
+		if w.Filters(a) != 2 {
 			t.Fatalf("filters gone after a keep-rules exit")
 		}
-		if err := w.cs.CoreV1().Pods(w.ns).Delete(context.Background(), "pb", metav1.DeleteOptions{}); err != nil {
+		if err := w.CS.CoreV1().Pods(w.NS).Delete(context.Background(), "pb", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		ag = w.startAgent(true)
-		w.eventually(10*time.Second, "pb's leftovers removed", func() (bool, string) {
-			_, ok := w.rule(b, rules.Egress)
-			return !ok && w.filters(b) == 0, ""
+		ag = w.StartAgent(cleanupRules)
+		w.Eventually(10*time.Second, "pb's leftovers removed", func() (bool, string) {
+			_, ok := w.Rule(b, rules.Egress)
+			return !ok && w.Filters(b) == 0, ""
 		})
-		w.waitLoss(a, rules.Egress, 0.03)
-		if w.filters(a) != 2 {
-			t.Errorf("pa has %d filters after the restart, want 2", w.filters(a))
+		w.WaitLoss(a, rules.Egress, 0.03)
+		if w.Filters(a) != 2 {
+			t.Errorf("pa has %d filters after the restart, want 2", w.Filters(a))
 		}
 	})
 
 	t.Run("SIGTERM with cleanup removes everything", func(t *testing.T) {
-		took := ag.stop(t)
+		took := ag.Stop(t)
 		t.Logf("shutdown with cleanup took %v", took)
-		if n := w.filters(a); n != 0 {
+		if n := w.Filters(a); n != 0 {
 			t.Errorf("%d filters left on pa", n)
 		}
-		if n := w.entries(); n != 0 {
+		if n := w.Entries(); n != 0 {
 			t.Errorf("%d map entries left", n)
 		}
 		if took > 2*time.Second {
