@@ -128,7 +128,6 @@ const (
 	capNetAdmin  = 12
 	capSysPtrace = 19
 	capSysAdmin  = 21
-	capPerfmon   = 38
 	capBPF       = 39
 )
 
@@ -165,17 +164,17 @@ func (w *world) daemonSetReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := uint64(1)<<capNetAdmin | 1<<capSysPtrace | 1<<capSysAdmin | 1<<capPerfmon | 1<<capBPF
+	want := uint64(1)<<capNetAdmin | 1<<capSysPtrace | 1<<capSysAdmin | 1<<capBPF
 	fields := procStatus(string(status))
 	eff, _ := strconv.ParseUint(fields["CapEff"], 16, 64)
 	bnd, _ := strconv.ParseUint(fields["CapBnd"], 16, 64)
 	if eff != want || bnd != want {
-		t.Errorf("agent (pid %d) CapEff %016x CapBnd %016x, want exactly %016x (BPF NET_ADMIN SYS_ADMIN SYS_PTRACE PERFMON)", pid, eff, bnd, want)
+		t.Errorf("agent (pid %d) CapEff %016x CapBnd %016x, want exactly %016x (BPF NET_ADMIN SYS_ADMIN SYS_PTRACE)", pid, eff, bnd, want)
 	}
 	if fields["Seccomp"] != "2" {
 		t.Errorf("agent (pid %d) Seccomp %q, want 2 (filter: RuntimeDefault)", pid, fields["Seccomp"])
 	}
-	w.figure("agent pid %d: CapEff=%016x (BPF, NET_ADMIN, SYS_ADMIN, SYS_PTRACE, PERFMON), Seccomp=%s, not privileged", pid, eff, fields["Seccomp"])
+	w.figure("agent pid %d: CapEff=%016x (BPF, NET_ADMIN, SYS_ADMIN, SYS_PTRACE), Seccomp=%s, not privileged", pid, eff, fields["Seccomp"])
 
 	// RBAC: what the agent may and may not do.
 	sa := "system:serviceaccount:kubeshaper-system:kubeshaper-agent"

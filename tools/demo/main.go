@@ -43,6 +43,9 @@ const (
 type run struct {
 	tcp realnode.TCPResult
 	udp realnode.UDPResult
+	// The agent's drop counters on the client's egress, by reason, while
+	// each measurement ran.
+	tcpDrops, udpDrops string
 }
 
 func main() {
@@ -107,12 +110,16 @@ func demo(out string, dur time.Duration, count int, keep bool) error {
 	measure := func(label string) (run, error) {
 		var r run
 		step("%s: TCP client→server for %v, then %d UDP datagrams", label, dur, count)
+		d0 := drops(ctx, c, veth.Name)
 		if r.tcp, err = c.TCP(ctx, ns, "client", server.Status.PodIP, dur, false); err != nil {
 			return r, err
 		}
+		d1 := drops(ctx, c, veth.Name)
 		if r.udp, err = c.UDP(ctx, ns, "client", server.Status.PodIP, count, 5000); err != nil {
 			return r, err
 		}
+		d2 := drops(ctx, c, veth.Name)
+		r.tcpDrops, r.udpDrops = diffDrops(d0, d1), diffDrops(d1, d2)
 		fmt.Printf("    TCP %s, UDP %d/%d lost (%.2f%%)\n", rate(r.tcp.BitsPerS), r.udp.Lost, r.udp.Sent, r.udp.Loss*100)
 		return r, nil
 	}
@@ -147,13 +154,11 @@ func demo(out string, dur time.Duration, count int, keep bool) error {
 		return fmt.Errorf("the agent did not apply the rule: %w", err)
 	}
 	fmt.Printf("    applied in %v: %s egress: %s\n", time.Since(applied).Round(10*time.Millisecond), veth.Name, rule)
-	dropsBefore := drops(ctx, c, veth.Name)
 
 	after, err := measure("shaped")
 	if err != nil {
 		return err
 	}
-	dropsAfter := drops(ctx, c, veth.Name)
 
 	lo, hi := realnode.LossBounds(after.udp.Sent, targetLoss)
 	n := float64(after.udp.Sent)
@@ -170,7 +175,8 @@ func demo(out string, dur time.Duration, count int, keep bool) error {
 	}
 	fmt.Fprintf(tw, "UDP loss (%d datagrams)\t%.2f%%\t%.2f%% (%d)\t%.2f%% (%d)\t%s 3σ [%.2f%%, %.2f%%]\n", after.udp.Sent,
 		targetLoss*100, before.udp.Loss*100, before.udp.Lost, after.udp.Loss*100, after.udp.Lost, within, lo/n*100, hi/n*100)
-	fmt.Fprintf(tw, "datapath drops (agent counters)\t\t\t%s\t\n", diffDrops(dropsBefore, dropsAfter))
+	fmt.Fprintf(tw, "datapath drops during TCP\t\t%s\t%s\t(agent counters, client egress)\n", before.tcpDrops, after.tcpDrops)
+	fmt.Fprintf(tw, "datapath drops during UDP\t\t%s\t%s\t\n", before.udpDrops, after.udpDrops)
 	tw.Flush()
 	fmt.Println()
 
@@ -228,18 +234,22 @@ func rate(bps float64) string {
 // its 3σ band.
 func drawPlot(path string, before, after run, dur time.Duration) error {
 	tp := plot.New()
-	tp.Title.Text = "pod→pod TCP throughput (100 ms bins)"
+	tp.Title.Text = "pod→pod TCP throughput (500 ms bins)"
 	tp.X.Label.Text = "time (s)"
 	tp.Y.Label.Text = "Mbit/s (log)"
 	tp.Y.Scale = plot.LogScale{}
 	tp.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	// The traffic tool reports 100 ms bins; a drop policer makes TCP send
+	// in bursts between retransmission timeouts, so plot 500 ms averages.
 	series := func(r realnode.TCPResult) plotter.XYs {
+		const per = 5
 		var xy plotter.XYs
-		for i, b := range r.Bins {
-			if float64(i+1)*float64(r.BinMS)/1000 > r.Seconds+0.05 {
-				break // the last, partial bin
+		for i := 0; (i+per)*r.BinMS <= int(r.Seconds*1000)+50 && i+per <= len(r.Bins); i += per {
+			sum := 0.0
+			for _, b := range r.Bins[i : i+per] {
+				sum += b
 			}
-			xy = append(xy, plotter.XY{X: float64(i) * float64(r.BinMS) / 1000, Y: math.Max(b/1e6, 0.1)})
+			xy = append(xy, plotter.XY{X: float64(i+per) * float64(r.BinMS) / 1000, Y: math.Max(sum/per/1e6, 1)})
 		}
 		return xy
 	}
@@ -268,9 +278,11 @@ func drawPlot(path string, before, after run, dur time.Duration) error {
 	tp.Legend.Add(fmt.Sprintf("unshaped (%s)", rate(before.tcp.BitsPerS)), lb)
 	tp.Legend.Add(fmt.Sprintf("50mbps egress (%s)", rate(after.tcp.BitsPerS)), la)
 	tp.Legend.Add("target 50 Mbit/s", tl)
-	tp.Legend.Top = false
+	tp.Legend.Top = true
 	tp.Legend.Left = false
 	tp.Y.Min = 1
+	tp.Y.Max = 1e6 // room for the legend above the unshaped line
+	tp.X.Min = 0
 
 	lp := plot.New()
 	lp.Title.Text = fmt.Sprintf("UDP loss, %d datagrams", after.udp.Sent)
@@ -285,16 +297,18 @@ func drawPlot(path string, before, after run, dur time.Duration) error {
 	lp.NominalX("unshaped", "uniform egress 1%")
 	lo, hi := realnode.LossBounds(after.udp.Sent, targetLoss)
 	n := float64(after.udp.Sent)
+	var band *plotter.Line
 	for _, y := range []float64{lo / n * 100, hi / n * 100} {
-		l, _ := plotter.NewLine(plotter.XYs{{X: -0.5, Y: y}, {X: 1.5, Y: y}})
-		l.Color = colTarget
-		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
-		lp.Add(l)
+		band, _ = plotter.NewLine(plotter.XYs{{X: -0.5, Y: y}, {X: 1.5, Y: y}})
+		band.Color = colTarget
+		band.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+		lp.Add(band)
 	}
 	tgt, _ := plotter.NewLine(plotter.XYs{{X: -0.5, Y: targetLoss * 100}, {X: 1.5, Y: targetLoss * 100}})
 	tgt.Color = colTarget
 	lp.Add(tgt)
 	lp.Legend.Add("target 1%", tgt)
+	lp.Legend.Add(fmt.Sprintf("3σ for %d datagrams", after.udp.Sent), band)
 	lp.Legend.Top = true
 	lp.Legend.Left = true
 	lp.Y.Min = 0
