@@ -1,0 +1,197 @@
+package flowexport
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+)
+
+// Source is what the exporter reads and expires (*datapath.Datapath).
+type Source interface {
+	Flows() ([]datapath.Flow, error)
+	ExpireFlows(idle time.Duration, gone map[uint32]bool) ([]datapath.Flow, error)
+	FlowClock() (func(jiffies uint64) time.Time, error)
+}
+
+// PodInfo labels the flows of one host interface.
+type PodInfo struct {
+	Namespace, Pod, Workload, WorkloadKind, HostVeth string
+}
+
+// Options of an Exporter.
+type Options struct {
+	// Idle is how long a flow may see no packet before it is exported and
+	// removed (default 30 s).
+	Idle time.Duration
+	// Every is how often the map is read (default 5 s).
+	Every time.Duration
+}
+
+// Exporter writes one JSON object per ended flow to a writer (JSON lines).
+type Exporter struct {
+	src  Source
+	pods func() map[uint32]PodInfo
+	opts Options
+
+	mu    sync.Mutex
+	w     *bufio.Writer
+	enc   *json.Encoder
+	live  map[datapath.FlowKey]datapath.Flow // as of the last read
+	known map[uint32]PodInfo                 // last known pod per interface
+	clock func(uint64) time.Time             // of the last read
+
+	exported, failures atomic.Uint64
+	active             atomic.Int64
+}
+
+// New returns an exporter writing to w. pods lists the interfaces the agent
+// applies state to: flows of any other interface are exported as their
+// pod's (pod_gone) and removed.
+func New(src Source, pods func() map[uint32]PodInfo, w io.Writer, opts Options) *Exporter {
+	if opts.Idle <= 0 {
+		opts.Idle = 30 * time.Second
+	}
+	if opts.Every <= 0 {
+		opts.Every = 5 * time.Second
+	}
+	bw := bufio.NewWriter(w)
+	return &Exporter{src: src, pods: pods, opts: opts, w: bw, enc: json.NewEncoder(bw),
+		live: map[datapath.FlowKey]datapath.Flow{}, known: map[uint32]PodInfo{}}
+}
+
+// Run exports every Every until ctx ends, then exports and removes every
+// remaining record (EndShutdown) and returns. Errors go to onErr.
+func (e *Exporter) Run(ctx context.Context, onErr func(error)) {
+	t := time.NewTicker(e.opts.Every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := e.Flush(); err != nil && onErr != nil {
+				onErr(err)
+			}
+			return
+		case <-t.C:
+			if err := e.Tick(); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}
+}
+
+// Tick exports the flows that ended since the last tick.
+func (e *Exporter) Tick() error { return e.pass(false) }
+
+// Flush exports and removes every record (the agent is exiting).
+func (e *Exporter) Flush() error { return e.pass(true) }
+
+func (e *Exporter) pass(final bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	pods := e.pods()
+	for idx, info := range pods {
+		e.known[idx] = info
+	}
+	gone := map[uint32]bool{}
+	for k := range e.live {
+		if _, ok := pods[k.Ifindex]; !ok {
+			gone[k.Ifindex] = true
+		}
+	}
+	var errs []error
+	clock, err := e.src.FlowClock()
+	if err != nil {
+		e.failures.Add(1)
+		return err // nothing can be dated: try again next time
+	}
+	idle := e.opts.Idle
+	if final {
+		idle = 0
+	}
+	expired, err := e.src.ExpireFlows(idle, gone)
+	if err != nil {
+		errs = append(errs, err) // what was expired before the error is in expired
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, f := range expired {
+		end := EndIdle
+		switch {
+		case gone[f.Key.Ifindex]:
+			end = EndPodGone
+		case final:
+			end = EndShutdown
+		}
+		errs = append(errs, e.write(f, clock, end, now))
+		delete(e.live, f.Key)
+	}
+	all, err := e.src.Flows()
+	if err != nil {
+		errs = append(errs, err)
+		return e.finish(errs)
+	}
+	cur := make(map[datapath.FlowKey]datapath.Flow, len(all))
+	for _, f := range all {
+		cur[f.Key] = f
+	}
+	for k, old := range e.live {
+		if _, ok := cur[k]; !ok {
+			// Gone without our expiry: exported as last read, with the
+			// clock of that read (its ages were measured then).
+			errs = append(errs, e.write(old, e.clock, EndVanished, now))
+		}
+	}
+	e.live, e.clock = cur, clock
+	e.active.Store(int64(len(cur)))
+	for idx := range e.known {
+		if _, ok := pods[idx]; !ok && !hasIfindex(cur, idx) {
+			delete(e.known, idx)
+		}
+	}
+	return e.finish(errs)
+}
+
+func hasIfindex(m map[datapath.FlowKey]datapath.Flow, idx uint32) bool {
+	for k := range m {
+		if k.Ifindex == idx {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Exporter) finish(errs []error) error {
+	if err := e.w.Flush(); err != nil {
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		e.failures.Add(1)
+	}
+	return err
+}
+
+func (e *Exporter) write(f datapath.Flow, clock func(uint64) time.Time, end, now string) error {
+	r := NewRecord(f, clock)
+	r.Time, r.End = now, end
+	if info, ok := e.known[f.Key.Ifindex]; ok {
+		r.Namespace, r.Pod, r.Workload, r.WorkloadKind, r.HostVeth = info.Namespace, info.Pod, info.Workload, info.WorkloadKind, info.HostVeth
+	}
+	if err := e.enc.Encode(r); err != nil {
+		return err
+	}
+	e.exported.Add(1)
+	return nil
+}
+
+// Exported counts records written; Failures counts passes with an error;
+// Active is the number of flow records at the last read.
+func (e *Exporter) Exported() uint64 { return e.exported.Load() }
+func (e *Exporter) Failures() uint64 { return e.failures.Load() }
+func (e *Exporter) Active() int64    { return e.active.Load() }
