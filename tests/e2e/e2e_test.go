@@ -113,6 +113,7 @@ func TestRealNode(t *testing.T) {
 		{"InvalidAnnotationEvent", func(t *testing.T) { w.invalidAnnotation(t, pods) }},
 		{"AgentRestartAdopts", func(t *testing.T) { w.agentRestart(t, pods) }},
 		{"DeletedPodsLeaveNothing", func(t *testing.T) { w.deletePods(t, pods) }},
+		{"UninstallCleansReinstallApplies", w.uninstallReinstall},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, s.fn) {
@@ -805,4 +806,61 @@ func mbit(bps float64) string {
 		return fmt.Sprintf("%.2f Gbit/s", bps/1e9)
 	}
 	return fmt.Sprintf("%.1f Mbit/s", bps/1e6)
+}
+
+// uninstallReinstall follows the README's uninstall (turn --cleanup-on-exit
+// on, let the agents roll, delete the manifests): nothing of kubeshaper is
+// left on a live pod's veth or in the bpffs. Then the overlay deploy.sh
+// wrote is applied again and the pod's rule comes back.
+func (w *world) uninstallReinstall(t *testing.T) {
+	ctx := w.ctx
+	p := w.startPod(t, "survivor", nil, map[string]string{"kubeshaper.io/bandwidth": "30mbps egress"})
+	w.waitRule(t, p.veth.Name, "egress", rateIs(30e6))
+
+	if _, err := w.c.Kubectl(ctx, "-n", realnode.AgentNamespace, "patch", "daemonset", realnode.AgentDaemonSet, "--type", "json",
+		"-p", `[{"op":"replace","path":"/spec/template/spec/containers/0/args/0","value":"--cleanup-on-exit=true"}]`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.c.Kubectl(ctx, "-n", realnode.AgentNamespace, "rollout", "status", "daemonset/"+realnode.AgentDaemonSet, "--timeout", "120s"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitRule(t, p.veth.Name, "egress", rateIs(30e6)) // adopted by the rolled agent
+	if _, err := w.c.Kubectl(ctx, "delete", "-k", filepath.Join(w.c.Repo, "manifests"), "--wait=true", "--timeout", "120s"); err != nil {
+		t.Fatal(err)
+	}
+	err := realnode.Poll(ctx, 60*time.Second, func() (bool, error) {
+		_, err := w.c.Client.CoreV1().Namespaces().Get(ctx, realnode.AgentNamespace, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("namespace %s not gone: %v", realnode.AgentNamespace, err)
+	}
+	for _, hook := range []string{"ingress", "egress"} {
+		if out, _ := realnode.TCFilters(ctx, p.veth.Name, hook); strings.Contains(out, "kubeshaper") {
+			t.Errorf("after uninstall, tc filter show dev %s %s still shows kubeshaper:\n%s", p.veth.Name, hook, out)
+		}
+	}
+	if out, _ := exec.CommandContext(ctx, "tc", "qdisc", "show", "dev", p.veth.Name).CombinedOutput(); strings.Contains(string(out), "clsact") {
+		t.Errorf("after uninstall, the clsact kubeshaper added is still on %s: %s", p.veth.Name, out)
+	}
+	for _, pin := range []string{"ks_rules", "ks_stats"} {
+		if _, err := os.Stat(filepath.Join("/sys/fs/bpf/kubeshaper", pin)); err == nil {
+			t.Errorf("after uninstall, /sys/fs/bpf/kubeshaper/%s is still pinned", pin)
+		}
+	}
+	w.figure("uninstall (cleanup-on-exit=true, delete -k manifests): no filter, clsact or pin left on %s", p.veth.Name)
+
+	overlay := filepath.Join(filepath.Dir(w.c.Kubeconfig), "deploy")
+	if _, err := w.c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.c.Kubectl(ctx, "-n", realnode.AgentNamespace, "rollout", "status", "daemonset/"+realnode.AgentDaemonSet, "--timeout", "120s"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	w.waitRule(t, p.veth.Name, "egress", rateIs(30e6))
+	w.figure("reinstalled: the pod's rule is back %.1fs after the agent became ready", time.Since(start).Seconds())
+	if err := w.c.Client.CoreV1().Pods(w.ns).Delete(ctx, p.name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
