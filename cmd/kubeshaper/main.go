@@ -14,7 +14,8 @@ import (
 const usage = `usage:
   kubeshaper [--bpffs DIR] iface apply <host-veth> KEY=VALUE...
   kubeshaper [--bpffs DIR] iface clear <host-veth>
-  kubeshaper [--bpffs DIR] status [--json]
+  kubeshaper [--bpffs DIR] status [--json] [--window 1s]
+  kubeshaper [--bpffs DIR] flows [--pod NAMESPACE/NAME] [--json]
 
 KEY is bandwidth, loss, delay or program; VALUE uses the annotation grammar,
 directions named from the pod's point of view (egress = what the pod sends):
@@ -22,6 +23,9 @@ directions named from the pod's point of view (egress = what the pod sends):
 apply is declarative: the interface ends up with exactly the rules given
 (none given: counted only). Run it in the network namespace that holds the
 host veth (e.g. ip netns exec node kubeshaper ...).
+status shows each pod's requested rule next to what it achieved over
+--window (0: counters only); flows lists the per-flow records (5-tuple,
+packets, bytes, drops, TCP flags, first/last seen), --json as JSON lines.
 `
 
 // usageError is bad input: exit code 2 and nothing changed.
@@ -54,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = ifaceClear(rest[2:], stdout)
 	case len(rest) >= 1 && rest[0] == "status":
 		err = status(rest[1:], stdout)
+	case len(rest) >= 1 && rest[0] == "flows":
+		err = flows(rest[1:], stdout)
 	case len(rest) == 1 && (rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help"):
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"sort"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/kubeshaper/kubeshaper/pkg/attach"
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
@@ -16,7 +18,8 @@ import (
 
 // ifaceStatus is one interface in `status --json`.
 type ifaceStatus struct {
-	Interface  string            `json:"interface"` // "" when the ifindex no longer exists
+	Pod        string            `json:"pod,omitempty"` // namespace/name, as the agent recorded it
+	Interface  string            `json:"interface"`     // "" when the ifindex no longer exists
 	Ifindex    int               `json:"ifindex"`
 	Filters    []string          `json:"filters"` // "ingress:kubeshaper_pod_egress id 42"
 	Directions []directionStatus `json:"directions"`
@@ -30,6 +33,21 @@ type directionStatus struct {
 	Packets   uint64                `json:"packets"`
 	Bytes     uint64                `json:"bytes"`
 	Drops     map[string]dropStatus `json:"drops"`
+	// Achieved is what passed over the --window the command sampled.
+	Achieved *achievedStatus `json:"achieved,omitempty"`
+
+	dir      rules.Direction
+	counters datapath.Counters
+}
+
+// achievedStatus is the achieved side of "requested vs achieved".
+type achievedStatus struct {
+	WindowSeconds float64 `json:"window_seconds"`
+	Packets       uint64  `json:"packets"`
+	// RateBits: wire bits per second that passed (seen minus dropped).
+	RateBits float64 `json:"rate_bits"`
+	// LossRatio: injected-loss drops / packets seen; absent without packets.
+	LossRatio *float64 `json:"loss_ratio,omitempty"`
 }
 
 type dropStatus struct {
@@ -41,6 +59,7 @@ func status(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "print JSON")
+	window := fs.Duration("window", time.Second, "sample the counters twice this far apart to show the achieved rate and loss (0: don't)")
 	if err := fs.Parse(args); err != nil {
 		return badInput("status: %v", err)
 	}
@@ -53,9 +72,44 @@ func status(args []string, out io.Writer) error {
 		return err
 	}
 	defer dp.Close()
+	var before map[datapath.Key]datapath.Counters
+	var start time.Time
+	if *window > 0 {
+		if before, err = readAll(dp); err != nil {
+			return err
+		}
+		start = time.Now()
+		time.Sleep(*window)
+	}
 	st, err := collect(dp)
 	if err != nil {
 		return err
+	}
+	if before != nil {
+		span := time.Since(start)
+		for i := range st {
+			for j := range st[i].Directions {
+				d := &st[i].Directions[j]
+				prev, ok := before[datapath.KeyOf(st[i].Ifindex, d.dir)]
+				if !ok {
+					continue
+				}
+				if a, ok := datapath.AchievedBetween(prev, d.counters, span); ok {
+					d.Achieved = &achievedStatus{WindowSeconds: span.Seconds(), Packets: a.Packets, RateBits: a.RateBits}
+					if a.Packets > 0 {
+						l := a.LossRatio
+						d.Achieved.LossRatio = &l
+					}
+				}
+			}
+		}
+	}
+	names, err := dp.PodNames()
+	if err != nil {
+		return err
+	}
+	for i := range st {
+		st[i].Pod = names[st[i].Ifindex]
 	}
 	if *asJSON {
 		enc := json.NewEncoder(out)
@@ -64,6 +118,25 @@ func status(args []string, out io.Writer) error {
 	}
 	printTable(out, st)
 	return nil
+}
+
+// readAll reads every key's counters.
+func readAll(dp *datapath.Datapath) (map[datapath.Key]datapath.Counters, error) {
+	keys, err := dp.Keys()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[datapath.Key]datapath.Counters, len(keys))
+	for _, k := range keys {
+		c, ok, err := dp.Counters(k)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[k] = c
+		}
+	}
+	return out, nil
 }
 
 func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
@@ -105,6 +178,8 @@ func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
 			Packets:   c.Packets,
 			Bytes:     c.Bytes,
 			Drops:     map[string]dropStatus{},
+			dir:       rules.Direction(k.Dir),
+			counters:  c,
 		}
 		for i, name := range datapath.ReasonNames {
 			if c.DropPackets[i] > 0 {
@@ -128,7 +203,7 @@ func printTable(out io.Writer, st []ifaceStatus) {
 		return
 	}
 	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "INTERFACE\tDIRECTION\tRULE\tPACKETS\tBYTES\tDROPS")
+	fmt.Fprintln(tw, "POD\tINTERFACE\tDIRECTION\tRULE\tREQUESTED\tACHIEVED\tPACKETS\tBYTES\tDROPS")
 	for _, s := range st {
 		name := s.Interface
 		if name == "" {
@@ -147,8 +222,50 @@ func printTable(out io.Writer, st []ifaceStatus) {
 					drops += fmt.Sprintf("%s=%d ", n, d.Drops[n].Packets)
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", name, d.Direction, d.Rule, d.Packets, d.Bytes, drops)
+			pod := s.Pod
+			if pod == "" {
+				pod = "-"
+			}
+			req, ach := requestedAchieved(d)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", pod, name, d.Direction, d.Rule, req, ach, d.Packets, d.Bytes, drops)
 		}
 	}
 	tw.Flush()
+}
+
+// requestedAchieved renders the rate and loss asked for and achieved, e.g.
+// "20mbit loss=1%" and "19.7mbit loss=1.04%".
+func requestedAchieved(d directionStatus) (req, ach string) {
+	var r []string
+	if d.RateBits > 0 {
+		r = append(r, bitsString(float64(d.RateBits)))
+	}
+	if d.LossRatio > 0 {
+		r = append(r, fmt.Sprintf("loss=%.4g%%", d.LossRatio*100))
+	}
+	req = strings.Join(r, " ")
+	if req == "" {
+		req = "-"
+	}
+	if d.Achieved == nil {
+		return req, "-"
+	}
+	a := []string{bitsString(d.Achieved.RateBits)}
+	if l := d.Achieved.LossRatio; l != nil && (d.LossRatio > 0 || *l > 0) {
+		a = append(a, fmt.Sprintf("loss=%.4g%%", *l*100))
+	}
+	return req, strings.Join(a, " ")
+}
+
+// bitsString renders bits per second with tc's units (kbit, mbit, gbit).
+func bitsString(v float64) string {
+	switch {
+	case v >= 1e9:
+		return fmt.Sprintf("%.3ggbit", v/1e9)
+	case v >= 1e6:
+		return fmt.Sprintf("%.3gmbit", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.3gkbit", v/1e3)
+	}
+	return fmt.Sprintf("%.0fbit", v)
 }
