@@ -281,37 +281,23 @@ func (r *Reconciler) clear(ifc shaper.Interface) error {
 }
 
 func (r *Reconciler) reportInvalid(pod *corev1.Pod, svcs []*corev1.Service, want Desired) {
-	msg := joinErrors(want.PodErrors)
-	k := objKey(pod, ReasonInvalidAnnotation)
-	r.mu.Lock()
-	prev := r.posted[k]
-	if msg == "" {
-		delete(r.posted, k)
-	} else {
-		r.posted[k] = msg
-	}
-	r.mu.Unlock()
-	if msg != "" && msg != prev {
-		r.events.Event(pod, corev1.EventTypeWarning, ReasonInvalidAnnotation, msg+" (other valid annotations still apply)")
-		r.log.WithField("pod", pod.Namespace+"/"+pod.Name).Warn(msg)
-	}
+	r.warnIfNew(pod, ReasonInvalidAnnotation, joinErrors(want.PodErrors), " (other valid annotations still apply)")
 	for _, s := range svcs {
-		errs := want.ServiceErrors[s.Name]
-		msg := joinErrors(errs)
-		k := objKey(s, ReasonInvalidAnnotation)
-		r.mu.Lock()
-		prev := r.posted[k]
-		if msg == "" {
-			delete(r.posted, k)
-		} else {
-			r.posted[k] = msg
-		}
-		r.mu.Unlock()
-		if msg != "" && msg != prev {
-			r.events.Event(s, corev1.EventTypeWarning, ReasonInvalidAnnotation, msg+" (ignored for the pods it selects)")
-			r.log.WithField("service", s.Namespace+"/"+s.Name).Warn(msg)
-		}
+		r.warnIfNew(s, ReasonInvalidAnnotation, joinErrors(want.ServiceErrors[s.Name]), " (ignored for the pods it selects)")
 	}
+}
+
+// warnIfNew posts msg+suffix as a Warning unless msg was already the last
+// one posted for the object and reason; an empty msg clears the record,
+// so the same problem coming back is reported again.
+func (r *Reconciler) warnIfNew(obj objectWithMeta, reason, msg, suffix string) {
+	if msg == "" {
+		r.mu.Lock()
+		delete(r.posted, objKey(obj, reason))
+		r.mu.Unlock()
+		return
+	}
+	r.warnOnce(obj, reason, msg+suffix)
 }
 
 // warnOnce posts a Warning Event unless the same text was the last one
