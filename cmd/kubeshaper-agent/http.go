@@ -19,19 +19,33 @@ import (
 // outage the agent keeps rules in effect but says it is not ready.
 type apiProbe struct {
 	client kubernetes.Interface
+	log    *logrus.Entry
 	ok     atomic.Bool
 }
 
-func newAPIProbe(c kubernetes.Interface) *apiProbe { return &apiProbe{client: c} }
+func newAPIProbe(c kubernetes.Interface, log *logrus.Entry) *apiProbe {
+	return &apiProbe{client: c, log: log}
+}
 
 func (p *apiProbe) run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var lost time.Time
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		_, err := p.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(cctx)
 		cancel()
-		p.ok.Store(err == nil)
+		if ctx.Err() != nil {
+			return
+		}
+		// Log transitions only: an outage is one line, not one a probe.
+		switch was := p.ok.Swap(err == nil); {
+		case was && err != nil:
+			lost = time.Now()
+			p.log.WithError(err).Warn("the API server does not answer: rules stay in effect, changes wait for its return")
+		case !was && err == nil && !lost.IsZero():
+			p.log.WithField("after", time.Since(lost).Round(time.Second)).Info("the API server answers again")
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -41,6 +43,7 @@ type options struct {
 	nodeNetns     string
 	resync        time.Duration
 	workers       int
+	nsSelector    string
 }
 
 func main() {
@@ -57,6 +60,7 @@ func main() {
 	fs.StringVar(&o.nodeNetns, "node-netns", "", "netns path holding the pods' host veths (default: the agent's own; for tests)")
 	fs.DurationVar(&o.resync, "resync", time.Minute, "period of the full level-triggered resync and leftover collection")
 	fs.IntVar(&o.workers, "workers", 2, "pods reconciled in parallel")
+	fs.StringVar(&o.nsSelector, "namespace-selector", "", "label selector on Namespaces (e.g. 'kubeshaper.io/allowed=true'): only their pods are shaped and counted; pods of other namespaces are left alone even when annotated (default: every namespace)")
 	fs.Parse(os.Args[1:])
 
 	log, err := newLogger(o.logLevel, o.logFormat)
@@ -64,7 +68,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kubeshaper-agent: %v\n", err)
 		os.Exit(2)
 	}
-	if err := run(o, log); err != nil {
+	nsSel, err := parseNamespaceSelector(o.nsSelector)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubeshaper-agent: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(o, nsSel, log); err != nil {
 		log.WithError(err).Error("exiting")
 		os.Exit(1)
 	}
@@ -120,7 +129,20 @@ func pinDir(o options) (string, error) {
 	return dir, err
 }
 
-func run(o options, log *logrus.Entry) error {
+// parseNamespaceSelector parses --namespace-selector; nil means every
+// namespace.
+func parseNamespaceSelector(s string) (labels.Selector, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	sel, err := labels.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("--namespace-selector %q: %w", s, err)
+	}
+	return sel, nil
+}
+
+func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return err
@@ -144,6 +166,12 @@ func run(o options, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
+	if nsSel != nil {
+		if err := w.SelectNamespaces(nsSel); err != nil {
+			return err
+		}
+		log.WithField("selector", nsSel.String()).Info("shaping only pods of namespaces matching --namespace-selector")
+	}
 	bc := record.NewBroadcaster()
 	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer bc.Shutdown()
@@ -153,7 +181,7 @@ func run(o options, log *logrus.Entry) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	api := newAPIProbe(client)
+	api := newAPIProbe(client, log)
 	go api.run(ctx, 5*time.Second)
 	srv := startHTTP(o, log, w, rec, api)
 	defer srv.shutdown()

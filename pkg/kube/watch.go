@@ -10,9 +10,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -25,9 +26,14 @@ type Watcher struct {
 	Pods     listersv1.PodLister
 	Services listersv1.ServiceLister
 
-	podFactory informers.SharedInformerFactory
-	svcFactory informers.SharedInformerFactory
-	synced     []cache.InformerSynced
+	client    kubernetes.Interface
+	resync    time.Duration
+	informers []cache.SharedIndexInformer
+	synced    []cache.InformerSynced
+	// allPods lists every pod of the node, whether or not its namespace
+	// is selected (Pods hides the others; see SelectNamespaces).
+	allPods    listersv1.PodLister
+	namespaces *namespaceFilter
 }
 
 // NewWatcher sets up informers for pods on nodeName and for all Services.
@@ -42,29 +48,27 @@ func NewWatcher(client kubernetes.Interface, nodeName string, resync time.Durati
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "pods"}),
 	}
+	w.client, w.resync = client, resync
 	sel := fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
-	w.podFactory = informers.NewSharedInformerFactoryWithOptions(client, resync,
-		informers.WithTweakListOptions(func(o *metav1ListOptions) { o.FieldSelector = sel }))
-	w.svcFactory = informers.NewSharedInformerFactory(client, resync)
+	podInf := w.informer("pods", &corev1.Pod{}, func(o *metav1ListOptions) { o.FieldSelector = sel })
+	svcInf := w.informer("services", &corev1.Service{}, func(*metav1ListOptions) {})
+	w.allPods = listersv1.NewPodLister(podInf.GetIndexer())
+	w.Pods, w.Services = w.allPods, listersv1.NewServiceLister(svcInf.GetIndexer())
 
-	podInf := w.podFactory.Core().V1().Pods()
-	svcInf := w.svcFactory.Core().V1().Services()
-	w.Pods, w.Services = podInf.Lister(), svcInf.Lister()
-
-	if err := podInf.Informer().SetTransform(slimPod); err != nil {
+	if err := podInf.SetTransform(slimPod); err != nil {
 		return nil, err
 	}
-	if err := svcInf.Informer().SetTransform(slimService); err != nil {
+	if err := svcInf.SetTransform(slimService); err != nil {
 		return nil, err
 	}
-	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.enqueuePod,
 		UpdateFunc: func(_, obj any) { w.enqueuePod(obj) },
 		DeleteFunc: w.enqueuePod,
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: w.enqueueServicePods,
 		UpdateFunc: func(old, obj any) {
 			// A selector change moves pods in and out: requeue both sets.
@@ -75,14 +79,24 @@ func NewWatcher(client kubernetes.Interface, nodeName string, resync time.Durati
 	}); err != nil {
 		return nil, err
 	}
-	w.synced = []cache.InformerSynced{podInf.Informer().HasSynced, svcInf.Informer().HasSynced}
 	return w, nil
+}
+
+// informer makes a shared informer of a core/v1 resource (all namespaces)
+// whose list and watch wait out an API outage (see patientLW).
+func (w *Watcher) informer(resource string, obj runtime.Object, tweak func(*metav1ListOptions)) cache.SharedIndexInformer {
+	lw := cache.NewFilteredListWatchFromClient(w.client.CoreV1().RESTClient(), resource, metav1.NamespaceAll, tweak)
+	inf := cache.NewSharedIndexInformer(patient(lw), obj, w.resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	w.informers = append(w.informers, inf)
+	w.synced = append(w.synced, inf.HasSynced)
+	return inf
 }
 
 // Start runs the informers until stop closes.
 func (w *Watcher) Start(stop <-chan struct{}) {
-	w.podFactory.Start(stop)
-	w.svcFactory.Start(stop)
+	for _, inf := range w.informers {
+		go inf.Run(stop)
+	}
 }
 
 // WaitForSync blocks until both caches are filled (false if stop closed).
