@@ -6,7 +6,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: all build generate check-generate test test-unit fuzz bench bench-prog bench-datapath bench-agent readme-figures bpffs vet clean \
+.PHONY: all build generate check-generate test test-kernels test-unit fuzz bench bench-prog bench-datapath bench-agent readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e demo
 
 all: build
@@ -38,6 +38,16 @@ test: bpffs vet build
 	KUBESHAPER_E2E=0 $(GO) test -count=1 -timeout 20m $(PKGS)
 	$(MAKE) fuzz
 	$(MAKE) e2e
+
+# The kernel-facing tests (prog.Run, attach, netns, shaper, CLI, pace mode
+# and delay with real traffic) in qemu guests booted with Debian's kernels:
+# tools/kernels/README.md. KERNELS picks the kernel lines (or exact ABIs),
+# KERNELS_SKIP is a `go test -skip` regexp, KERNELS_CACHE where kernels
+# are cached (default .cache/kernels).
+KERNELS      ?= 5.10 6.1 6.12 6.18 7.3
+KERNELS_SKIP ?=
+test-kernels:
+	$(GO) run ./tools/kernels run -kernels "$(KERNELS)" $(if $(KERNELS_SKIP),-skip '$(KERNELS_SKIP)') $(KERNELSFLAGS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/rules/

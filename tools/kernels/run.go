@@ -55,11 +55,11 @@ var (
 
 // parser follows a guest's output: package markers, go test -v lines.
 type parser struct {
-	res      *kernelResult
-	cur      *pkgResult
-	started  time.Time
-	lastSkip *pkgResult
-	verbose  bool
+	res     *kernelResult
+	cur     *pkgResult
+	started time.Time
+	lastLog string // the last t.Log line of the running test: a skip's reason
+	verbose bool
 }
 
 func (p *parser) line(l string) {
@@ -95,7 +95,6 @@ func (p *parser) line(l string) {
 	}
 	c.output = append(c.output, l)
 	if m := testLine.FindStringSubmatch(l); m != nil {
-		p.lastSkip = nil
 		switch m[2] {
 		case "PASS":
 			c.pass++
@@ -104,20 +103,19 @@ func (p *parser) line(l string) {
 			c.failed = append(c.failed, m[3])
 		case "SKIP":
 			c.skip++
-			c.skipped = append(c.skipped, m[3])
-			p.lastSkip = c
+			name := m[3]
+			if p.lastLog != "" {
+				name += ": " + p.lastLog
+			}
+			c.skipped = append(c.skipped, name)
 		}
+		p.lastLog = ""
 		return
 	}
-	// The first log line after "--- SKIP" is usually the reason.
-	if p.lastSkip != nil {
-		if m := logLine.FindStringSubmatch(l); m != nil {
-			i := len(c.skipped) - 1
-			if !strings.Contains(c.skipped[i], ": ") {
-				c.skipped[i] += ": " + m[1]
-			}
-		}
-		p.lastSkip = nil
+	if strings.HasPrefix(l, "=== RUN") {
+		p.lastLog = ""
+	} else if m := logLine.FindStringSubmatch(l); m != nil {
+		p.lastLog = m[1]
 	}
 }
 
@@ -170,6 +168,7 @@ func cmdRun(args []string) (int, error) {
 	kernels := fs.String("kernels", DefaultKernels, "kernel lines (or exact ABIs) to test")
 	pkgList := fs.String("pkgs", DefaultPackages, "packages whose tests run in each guest")
 	runRE := fs.String("run", "", "only tests matching this regexp (go test -run)")
+	skipRE := fs.String("skip", "", "leave out tests matching this regexp (go test -skip)")
 	refresh := fs.Bool("refresh", false, "re-resolve kernel lines against fresh package lists")
 	verbose := fs.Bool("v", false, "print every line the guests print")
 	testTimeout := fs.Duration("timeout", 6*time.Minute, "go test -timeout of each package in a guest")
@@ -207,7 +206,7 @@ func cmdRun(args []string) (int, error) {
 
 	var results []*kernelResult
 	for _, k := range ks {
-		res := runKernel(cache, repo, binDir, k, pkgs, *runRE, *testTimeout, *verbose)
+		res := runKernel(cache, repo, binDir, k, pkgs, *runRE, *skipRE, *testTimeout, *verbose)
 		results = append(results, res)
 	}
 	total := time.Since(start)
@@ -227,7 +226,7 @@ func cmdRun(args []string) (int, error) {
 	return 0, nil
 }
 
-func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE string, testTimeout time.Duration, verbose bool) *kernelResult {
+func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE, skipRE string, testTimeout time.Duration, verbose bool) *kernelResult {
 	res := &kernelResult{k: k}
 	start := time.Now()
 	defer func() { res.dur = time.Since(start) }()
@@ -254,6 +253,9 @@ func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE strin
 			"-test.timeout=" + testTimeout.String()}
 		if runRE != "" {
 			args = append(args, "-test.run="+shellQuote(runRE))
+		}
+		if skipRE != "" {
+			args = append(args, "-test.skip="+shellQuote(skipRE))
 		}
 		fmt.Fprintf(&s, "echo 'KS-PKG-BEGIN %s'\n", name)
 		fmt.Fprintf(&s, "(cd %s && %s 2>&1)\n", shellQuote(filepath.Join(repo, name)), strings.Join(args, " "))
