@@ -154,6 +154,7 @@ func (c *Cluster) CreateTrafficPod(ctx context.Context, ns, name string, labels,
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: &grace,
 			AutomountServiceAccountToken:  &no,
+			DNSPolicy:                     corev1.DNSDefault, // the local cluster runs no DNS
 			Containers: []corev1.Container{{
 				Name:            "traffic",
 				Image:           c.TrafficImage,

@@ -68,7 +68,7 @@ HOST_PATHS=(
 	/run/containerd      # containerd-shim sockets (/run/containerd/s)
 	/var/log/containers  # kubelet's container log symlinks
 	/var/log/pods
-	/var/lib/kubelet
+	/var/lib/kubelet     # device-plugins/ (a path fixed in kubelet)
 	/etc/kubernetes
 	/opt/cni
 	/var/lib/cni         # libcni's result cache

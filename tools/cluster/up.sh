@@ -39,6 +39,17 @@ if [[ -d "${PID_DIR}" || -d "${BEFORE_DIR}" ]]; then
 	"${REPO}/tools/cluster/down.sh"
 fi
 
+# From here on, a failure takes down whatever was started (logs stay).
+on_exit() {
+	local rc=$?
+	if ((rc != 0)) && [[ -d "${PID_DIR}" || -d "${BEFORE_DIR}" ]]; then
+		log "cluster-up failed: taking down what was started (logs in ${LOG_DIR})"
+		"${REPO}/tools/cluster/down.sh" || true
+	fi
+	exit "${rc}"
+}
+trap on_exit EXIT
+
 t0=${SECONDS}
 if [[ -d "${LOG_DIR}" ]]; then # keep the previous run's logs one round
 	rm -rf "${LOG_DIR}.prev"
@@ -290,7 +301,7 @@ cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://${CONTAINERD_SOCK}
-podLogsDirectory: ${LOG_DIR}/pods
+podLogsDir: ${LOG_DIR}/pods
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 registerNode: true
@@ -304,7 +315,7 @@ imageGCLowThresholdPercent: 99
 EOF
 start_proc kubelet "${K8S_BIN}/kubelet" \
 	--config "${CONF}/kubelet.yaml" --kubeconfig "${CONF}/kubelet.kubeconfig" \
-	--root-dir "${KL}" --hostname-override "${NODE_NAME}" --node-ip "${NODE_IP}" --v 1
+	--root-dir "${KL}" --cert-dir "${KL}/pki" --hostname-override "${NODE_NAME}" --node-ip "${NODE_IP}" --v 1
 
 # ------------------------------------------------------------ kube-proxy
 cat > "${CONF}/kube-proxy.yaml" <<EOF
