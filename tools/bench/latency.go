@@ -38,6 +38,7 @@ func (b *bench) latencySection() {
 	for _, r := range cfg.LatRates {
 		for _, d := range cfg.Directions {
 			for _, m := range cfg.modes {
+				b.parkIfStopping()
 				p := &latPoint{Direction: d, TargetBps: r, Mode: m.Name}
 				b.latencyOnce(p, m)
 				if p.Error == "" && idle.Error == "" {
@@ -148,16 +149,16 @@ func (b *bench) pingInto(p *latPoint) {
 }
 
 func (b *bench) printLatency() {
-	fmt.Printf("\n== Latency at the limit: ping pod A -> pod B every %s (%d pings) while pod A's own iperf3 TCP flow\n", b.cfg.PingInterval, b.cfg.Pings)
-	fmt.Printf("   saturates the limit in the given direction (load = its wire rate); added = p99 - idle p99; '!' marks added > 1 ms.\n")
-	fmt.Printf("%-8s %-7s %-18s %-9s %-9s %-9s %-9s %-8s %-10s\n", "dir", "target", "mode", "p50 ms", "p99 ms", "max ms", "added", "loss %", "load Mbit/s")
+	b.printf("\n== Latency at the limit: ping pod A -> pod B every %s (%d pings) while pod A's own iperf3 TCP flow\n", b.cfg.PingInterval, b.cfg.Pings)
+	b.printf("   saturates the limit in the given direction (load = its wire rate); added = p99 - idle p99; '!' marks added > 1 ms.\n")
+	b.printf("%-8s %-7s %-18s %-9s %-9s %-9s %-9s %-8s %-10s\n", "dir", "target", "mode", "p50 ms", "p99 ms", "max ms", "added", "loss %", "load Mbit/s")
 	for _, p := range b.report.Latency {
 		t := shortRate(p.TargetBps)
 		if p.TargetBps == 0 {
 			t = "-"
 		}
 		if p.Error != "" && p.Received == 0 {
-			fmt.Printf("%-8s %-7s %-18s ERROR: %s\n", p.Direction, t, p.Mode, p.Error)
+			b.printf("%-8s %-7s %-18s ERROR: %s\n", p.Direction, t, p.Mode, p.Error)
 			continue
 		}
 		flag := ""
@@ -167,7 +168,7 @@ func (b *bench) printLatency() {
 		if p.Error != "" {
 			flag += " (" + p.Error + ")"
 		}
-		fmt.Printf("%-8s %-7s %-18s %-9.3f %-9.3f %-9.3f %-9.3f %-8.2f %-10.2f%s\n", p.Direction, t, p.Mode,
+		b.printf("%-8s %-7s %-18s %-9.3f %-9.3f %-9.3f %-9.3f %-8.2f %-10.2f%s\n", p.Direction, t, p.Mode,
 			p.P50Ms, p.P99Ms, p.MaxMs, p.AddedP99Ms, p.LossPct, p.LoadBps/1e6, flag)
 	}
 }

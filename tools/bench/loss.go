@@ -57,6 +57,7 @@ func (b *bench) lossSection() {
 		cfg.LossN, cfg.LossSize, shortRate(cfg.LossRate), len(specs), cfg.LossDirs)
 	for _, d := range cfg.LossDirs {
 		for _, s := range specs {
+			b.parkIfStopping()
 			p := &lossPoint{Dist: s.dist, Param: s.param, Direction: d}
 			b.lossOnce(p)
 			b.report.Loss = append(b.report.Loss, p)
@@ -154,7 +155,7 @@ func (b *bench) udpTransfer(sendNS, recvNS, recvIP string) (udpResult, error) {
 	if err := b.procs.start(rc); err != nil {
 		return res, fmt.Errorf("udp-recv: %w", err)
 	}
-	defer func() { _ = rc.Process.Kill(); _ = rc.Wait(); b.procs.done(rc) }()
+	defer func() { killGroup(rc); _ = rc.Wait(); b.procs.done(rc) }()
 	br := bufio.NewReader(stdout)
 	ready := make(chan error, 1)
 	go func() {
@@ -364,9 +365,9 @@ func udpRcvbufErrors() int {
 }
 
 func (b *bench) printLoss() {
-	fmt.Printf("\n== Loss: %d UDP datagrams of %d B paced at %s, counted by sequence number in the receiving pod;\n", b.cfg.LossN, b.cfg.LossSize, shortRate(b.cfg.LossRate))
-	fmt.Printf("   z = (drops - n p) / sqrt(n p (1-p)); '!' marks |z| > 3 (or any difference where p is 0 or 1).\n")
-	fmt.Printf("%-8s %-12s %-7s %-11s %-11s %-14s %-8s %s\n", "dir", "distribution", "param", "expected", "measured", "dropped/sent", "z", "rcvbuf-err")
+	b.printf("\n== Loss: %d UDP datagrams of %d B paced at %s, counted by sequence number in the receiving pod;\n", b.cfg.LossN, b.cfg.LossSize, shortRate(b.cfg.LossRate))
+	b.printf("   z = (drops - n p) / sqrt(n p (1-p)); '!' marks |z| > 3 (or any difference where p is 0 or 1).\n")
+	b.printf("%-8s %-12s %-7s %-11s %-11s %-14s %-8s %s\n", "dir", "distribution", "param", "expected", "measured", "dropped/sent", "z", "rcvbuf-err")
 	for _, p := range b.report.Loss {
 		param := strconv.FormatFloat(p.Param, 'f', -1, 64)
 		if p.Dist == "uniform" {
@@ -376,7 +377,7 @@ func (b *bench) printLoss() {
 			param = "-"
 		}
 		if p.Error != "" {
-			fmt.Printf("%-8s %-12s %-7s ERROR: %s\n", p.Direction, p.Dist, param, p.Error)
+			b.printf("%-8s %-12s %-7s ERROR: %s\n", p.Direction, p.Dist, param, p.Error)
 			continue
 		}
 		z := "exact"
@@ -389,7 +390,7 @@ func (b *bench) printLoss() {
 		if p.Flag {
 			flag = " !"
 		}
-		fmt.Printf("%-8s %-12s %-7s %-11.6f %-11.6f %-14s %-8s %d%s\n", p.Direction, p.Dist, param, p.Expected, p.Measured,
+		b.printf("%-8s %-12s %-7s %-11.6f %-11.6f %-14s %-8s %d%s\n", p.Direction, p.Dist, param, p.Expected, p.Measured,
 			fmt.Sprintf("%d/%d", p.Dropped, p.Sent), z, p.RcvbufErrors, flag)
 	}
 }

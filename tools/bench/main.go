@@ -11,6 +11,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -29,6 +30,8 @@ func main() {
 			os.Exit(udpSendMain(os.Args[2:]))
 		case "udp-recv":
 			os.Exit(udpRecvMain(os.Args[2:]))
+		case "replot":
+			os.Exit(replotMain(os.Args[2:]))
 		}
 	}
 	os.Exit(run())
@@ -46,6 +49,7 @@ type config struct {
 	LatRates     []uint64      `json:"latency_rates_bps"`
 	Pings        int           `json:"pings"`
 	PingInterval time.Duration `json:"-"`
+	PingEveryMs  float64       `json:"ping_interval_ms"`
 	PingWarmup   time.Duration `json:"-"`
 	LossN        int           `json:"loss_datagrams"`
 	LossSize     int           `json:"loss_datagram_bytes"`
@@ -161,6 +165,7 @@ func run() int {
 	}
 	cfg.Duration = time.Duration(secs) * time.Second
 	cfg.DurationS = cfg.Duration.Seconds()
+	cfg.PingEveryMs = float64(cfg.PingInterval) / float64(time.Millisecond)
 	if cfg.Reps < 1 {
 		cfg.Reps = 1
 	}
@@ -192,7 +197,7 @@ func run() int {
 	}
 
 	start := time.Now()
-	b := &bench{cfg: cfg, procs: newProcs()}
+	b := &bench{cfg: cfg, procs: children}
 	b.report = &report{
 		Started: start.UTC().Format(time.RFC3339),
 		Host:    hostInfo(),
@@ -204,6 +209,7 @@ func run() int {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sigc
+		b.stopping.Store(true)
 		fmt.Fprintf(os.Stderr, "\nbench: %v: cleaning up\n", s)
 		b.cleanup()
 		os.Exit(130)
@@ -220,6 +226,7 @@ func run() int {
 	b.report.CLI = describeCLI(b.cfg.CLI, b.cliErr)
 
 	for _, s := range cfg.Sections {
+		b.parkIfStopping()
 		switch s {
 		case "rate":
 			b.rateSection()
@@ -233,18 +240,77 @@ func run() int {
 			logf("writing JSON: %v", err)
 		}
 	}
+	b.parkIfStopping()
 	if cfg.Plots {
 		for _, err := range b.writePlots() {
 			logf("plot: %v", err)
 		}
 	}
 	b.report.ElapsedS = time.Since(start).Seconds()
+	b.printf("\ntotal time: %s (%s, kubeshaper %s)\n", time.Since(start).Round(time.Second), b.report.Started, b.cfg.CLI)
+	if err := b.writeTables(); err != nil {
+		logf("writing tables: %v", err)
+	}
 	if err := b.writeJSON(); err != nil {
 		logf("writing JSON: %v", err)
 	}
-	fmt.Printf("\nwrote %s\n", strings.Join(b.written, ", "))
-	fmt.Printf("total time: %s\n", time.Since(start).Round(time.Second))
+	fmt.Printf("wrote %s\n", strings.Join(b.written, ", "))
 	return 0
+}
+
+// replotMain redraws the PNGs and datapath.txt (and reprints the tables) of a datapath.json
+// without measuring: bench replot docs/bench/datapath.json
+func replotMain(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: bench replot DIR/datapath.json   (writes the PNGs into DIR)")
+		return 2
+	}
+	data, err := os.ReadFile(args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	var cfg config
+	r := &report{Config: &cfg}
+	if err := json.Unmarshal(data, r); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	cfg.Out = filepath.Dir(args[0])
+	cfg.Duration = time.Duration(cfg.DurationS * float64(time.Second))
+	cfg.PingInterval = time.Duration(cfg.PingEveryMs * float64(time.Millisecond))
+	b := &bench{cfg: cfg, report: r}
+	b.report.Config = &b.cfg
+	if len(r.Rate) > 0 {
+		b.printRate()
+	}
+	if len(r.Latency) > 0 {
+		b.printLatency()
+	}
+	if len(r.Loss) > 0 {
+		b.printLoss()
+	}
+	b.printf("\ntotal time: %s (%s, kubeshaper %s)\n", (time.Duration(r.ElapsedS) * time.Second).Round(time.Second), r.Started, cfg.CLI)
+	failed := 0
+	if err := b.writeTables(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		failed = 1
+	}
+	for _, err := range b.writePlots() {
+		fmt.Fprintln(os.Stderr, "bench: plot:", err)
+		failed = 1
+	}
+	fmt.Printf("\nwrote %s\n", strings.Join(b.written, ", "))
+	return failed
+}
+
+// parkIfStopping blocks the main goroutine for good once a signal arrived:
+// the signal handler cleans up and exits; nothing more is measured or
+// written.
+func (b *bench) parkIfStopping() {
+	if b.stopping.Load() {
+		select {}
+	}
 }
 
 func logf(format string, a ...any) {

@@ -48,9 +48,8 @@ func saveTiles(path string, w, h vg.Length, plots ...*plot.Plot) error {
 	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Millimeter * 6, PadTop: vg.Millimeter * 2,
 		PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
-	canvases := plot.Align([][]*plot.Plot{plots}, tiles, dc)
 	for i, p := range plots {
-		p.Draw(canvases[0][i])
+		p.Draw(tiles.At(dc, i, 0))
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -123,9 +122,9 @@ func (b *bench) plotRate(dir, path string) error {
 	lo, hi = lo/2, hi*2
 
 	ll := plot.New()
-	ll.Title.Text = fmt.Sprintf("Pod %s: achieved wire rate vs target", dir)
+	ll.Title.Text = fmt.Sprintf("Pod %s: wire rate on the receiving veth vs target", dir)
 	ll.X.Label.Text = "target (bit/s)"
-	ll.Y.Label.Text = "wire rate on the receiving veth (bit/s)"
+	ll.Y.Label.Text = "wire rate (bit/s)"
 	ll.X.Scale, ll.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	ll.X.Tick.Marker, ll.Y.Tick.Marker = bitTicks{}, bitTicks{}
 	ll.X.Min, ll.X.Max, ll.Y.Min, ll.Y.Max = lo, hi, lo, hi
@@ -135,7 +134,8 @@ func (b *bench) plotRate(dir, path string) error {
 	ideal.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 	ll.Add(ideal)
 	ll.Legend.Add("ideal (= target)", ideal)
-	ll.Legend.Top, ll.Legend.Left = true, true
+	ll.Legend.Top, ll.Legend.Left = false, false // bottom right: empty below the diagonal
+	ll.Legend.XOffs, ll.Legend.YOffs = -vg.Millimeter*3, vg.Millimeter*3
 
 	rp := plot.New()
 	rp.Title.Text = fmt.Sprintf("Pod %s: wire rate / target (median, min..max)", dir)
@@ -197,7 +197,8 @@ func (b *bench) plotRate(dir, path string) error {
 			pl.p.Legend.Add(m, line, sc)
 		}
 	}
-	rp.Y.Min, rp.Y.Max = math.Max(0, rmin-0.02), rmax+0.02
+	// Headroom above the points for the legend.
+	rp.Y.Min, rp.Y.Max = math.Max(0, rmin-0.02), rmax+0.02+0.3*(rmax-rmin+0.04)
 	return saveTiles(path, 30*vg.Centimeter, 13*vg.Centimeter, ll, rp)
 }
 

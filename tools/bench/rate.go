@@ -71,6 +71,7 @@ func (b *bench) rateSection() {
 		for _, r := range cfg.Rates {
 			for _, d := range cfg.Directions {
 				for _, m := range cfg.modes { // modes side by side: A,B,C,A,B,C…
+					b.parkIfStopping()
 					i++
 					p := idx[fmt.Sprint(d, r, m.Name)]
 					rr := b.rateOnce(p, m, rep)
@@ -219,7 +220,7 @@ func (b *bench) startIperf(dir string, d time.Duration) (*exec.Cmd, *bytes.Buffe
 }
 
 func (b *bench) waitIperf(cmd *exec.Cmd, out *bytes.Buffer, d time.Duration) (iperfResult, error) {
-	timer := time.AfterFunc(d+40*time.Second, func() { _ = cmd.Process.Kill() })
+	timer := time.AfterFunc(d+40*time.Second, func() { killGroup(cmd) })
 	err := cmd.Wait()
 	timer.Stop()
 	b.procs.done(cmd)
@@ -293,16 +294,16 @@ func (p *ratePoint) summarise() {
 
 func (b *bench) printRate() {
 	cfg := b.cfg
-	fmt.Printf("\n== Rate: wire bit rate counted on the receiving pod's eth0 (rx_bytes, GSO-corrected to L2 wire bytes),\n")
-	fmt.Printf("   steady window = 1 s after the first data to the last full 50 ms interval of data; iperf3 TCP, 1 stream, %s per point,\n", cfg.Duration)
-	fmt.Printf("   median of %d rep(s) [min..max]; ratio = wire / target; first-1s, peak100ms (within the first second) and\n", cfg.Reps)
-	fmt.Printf("   worst-1s (lowest later second, all reps) as multiples of the target; retrans = iperf3's (median); load = max 1-min loadavg.\n")
-	fmt.Printf("   '!' marks |ratio-1| > 2 %% or first second > 2x.\n")
-	fmt.Printf("%-8s %-7s %-18s %-28s %-22s %-9s %-10s %-9s %-8s %-8s %-6s\n",
+	b.printf("\n== Rate: wire bit rate counted on the receiving pod's eth0 (rx_bytes, GSO-corrected to L2 wire bytes),\n")
+	b.printf("   steady window = 1 s after the first data to the last full 50 ms interval of data; iperf3 TCP, 1 stream, %s per point,\n", cfg.Duration)
+	b.printf("   median of %d rep(s) [min..max]; ratio = wire / target; first-1s, peak100ms (within the first second) and\n", cfg.Reps)
+	b.printf("   worst-1s (lowest later second, all reps) as multiples of the target; retrans = iperf3's (median); load = max 1-min loadavg.\n")
+	b.printf("   '!' marks |ratio-1| > 2 %% or first second > 2x.\n")
+	b.printf("%-8s %-7s %-18s %-28s %-22s %-9s %-10s %-9s %-8s %-8s %-6s\n",
 		"dir", "target", "mode", "wire Mbit/s [min..max]", "ratio [min..max]", "first-1s", "peak100ms", "worst-1s", "goodput", "retrans", "load")
 	for _, p := range b.report.Rate {
 		if p.MedianWireBps == 0 {
-			fmt.Printf("%-8s %-7s %-18s ERROR: %s\n", p.Direction, shortRate(p.TargetBps), p.Mode, p.Error)
+			b.printf("%-8s %-7s %-18s ERROR: %s\n", p.Direction, shortRate(p.TargetBps), p.Mode, p.Error)
 			continue
 		}
 		flag := ""
@@ -315,7 +316,7 @@ func (b *bench) printRate() {
 		if p.Error != "" {
 			flag += " (" + p.Error + ")"
 		}
-		fmt.Printf("%-8s %-7s %-18s %-28s %-22s %-9s %-10s %-9s %-8.1f %-8.0f %-6.1f%s\n", p.Direction, shortRate(p.TargetBps), p.Mode,
+		b.printf("%-8s %-7s %-18s %-28s %-22s %-9s %-10s %-9s %-8.1f %-8.0f %-6.1f%s\n", p.Direction, shortRate(p.TargetBps), p.Mode,
 			fmt.Sprintf("%.2f [%.2f..%.2f]", p.MedianWireBps/1e6, p.MinWireBps/1e6, p.MaxWireBps/1e6),
 			fmt.Sprintf("%.3f [%.3f..%.3f]", p.Ratio, p.MinRatio, p.MaxRatio),
 			fmt.Sprintf("%.2fx", p.FirstSecRatio), fmt.Sprintf("%.2fx", p.Peak100msRatio), fmt.Sprintf("%.2fx", p.WorstSecRatio),

@@ -102,3 +102,20 @@ func (b *bench) wrote(p string) {
 	}
 	b.written = append(b.written, p)
 }
+
+// printf prints a table line on stdout and keeps it for datapath.txt.
+func (b *bench) printf(format string, a ...any) {
+	s := fmt.Sprintf(format, a...)
+	fmt.Print(s)
+	b.tables.WriteString(s)
+}
+
+// writeTables saves the tables printed so far as datapath.txt.
+func (b *bench) writeTables() error {
+	p := filepath.Join(b.cfg.Out, "datapath.txt")
+	if err := os.WriteFile(p, []byte(b.tables.String()), 0o644); err != nil {
+		return err
+	}
+	b.wrote(p)
+	return nil
+}

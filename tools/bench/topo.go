@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,6 +66,8 @@ type bench struct {
 	iperfS  *exec.Cmd
 
 	cleanOnce sync.Once
+	stopping  atomic.Bool     // a signal arrived
+	tables    strings.Builder // the tables printed, for datapath.txt
 }
 
 func randomID() string {
@@ -229,7 +231,9 @@ func (b *bench) cleanup() {
 		}
 		if b.cliUsed && b.cliErr == "" {
 			for _, v := range []string{t.VethA, t.VethB} {
-				_, _ = runCmd(15*time.Second, "ip", "netns", "exec", t.Node, b.cfg.CLI, "iface", "clear", v)
+				if err := cleanupCmd(15*time.Second, "ip", "netns", "exec", t.Node, b.cfg.CLI, "iface", "clear", v); err != nil {
+					logf("cleanup: kubeshaper iface clear %s: %v", v, err)
+				}
 			}
 		}
 		for _, h := range []*netlink.Handle{t.hNode, t.hA, t.hB} {
@@ -241,23 +245,47 @@ func (b *bench) cleanup() {
 			_ = fd.Close()
 		}
 		for i := len(t.created) - 1; i >= 0; i-- {
-			if _, err := runCmd(15*time.Second, "ip", "netns", "del", t.created[i]); err != nil {
-				logf("cleanup: %v", err)
+			if err := cleanupCmd(15*time.Second, "ip", "netns", "del", t.created[i]); err != nil {
+				logf("cleanup: ip netns del %s: %v", t.created[i], err)
 			}
 		}
 		logf("cleanup: removed netns %s", strings.Join(t.created, ", "))
 	})
 }
 
-// runCmd runs a command to completion and returns its combined output; the
-// error quotes the command and its output.
-func runCmd(timeout time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
+// cleanupCmd runs one cleanup command (after killAll closed the registry),
+// killing it by PID if it outlives its timeout.
+func cleanupCmd(timeout time.Duration, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
-	err := cmd.Run()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	timer := time.AfterFunc(timeout, func() { killGroup(cmd) })
+	err := cmd.Wait()
+	timer.Stop()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, firstLine(buf.String()))
+	}
+	return nil
+}
+
+// runCmd runs a command to completion and returns its combined output; the
+// error quotes the command and its output. The child is tracked like every
+// other (ended by PID on exit), and killed when the timeout passes.
+func runCmd(timeout time.Duration, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := children.start(cmd); err != nil {
+		return "", fmt.Errorf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	timer := time.AfterFunc(timeout, func() { killGroup(cmd) })
+	err := cmd.Wait()
+	timer.Stop()
+	children.done(cmd)
 	out := buf.String()
 	if err != nil {
 		msg := strings.TrimSpace(out)
@@ -269,11 +297,15 @@ func runCmd(timeout time.Duration, name string, args ...string) (string, error) 
 	return out, nil
 }
 
+// children are all the processes this program starts.
+var children = newProcs()
+
 // procs tracks the long-running processes we start, so that they are ended
 // by PID on exit.
 type procs struct {
-	mu   sync.Mutex
-	live map[*exec.Cmd]bool
+	mu     sync.Mutex
+	live   map[*exec.Cmd]bool
+	closed bool // cleanup has begun: no new processes
 }
 
 func newProcs() *procs { return &procs{live: map[*exec.Cmd]bool{}} }
@@ -281,6 +313,12 @@ func newProcs() *procs { return &procs{live: map[*exec.Cmd]bool{}} }
 func (p *procs) start(cmd *exec.Cmd) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("shutting down")
+	}
+	// Its own process group: ending it ends what it started too (a
+	// script's children), and nothing else.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -300,10 +338,11 @@ func (p *procs) running(cmd *exec.Cmd) bool {
 	return p.live[cmd]
 }
 
-// killAll sends SIGTERM to each process we started, then SIGKILL to those
-// still alive a second later.
+// killAll stops new starts, sends SIGTERM to each process we started, then
+// SIGKILL to those still alive a second later.
 func (p *procs) killAll() {
 	p.mu.Lock()
+	p.closed = true
 	var pids []int
 	for c := range p.live {
 		if c.Process != nil {
@@ -312,16 +351,22 @@ func (p *procs) killAll() {
 	}
 	p.mu.Unlock()
 	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
 	}
 	deadline := time.Now().Add(time.Second)
 	for _, pid := range pids {
 		for time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil && !zombie(pid) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if syscall.Kill(pid, 0) == nil && !zombie(pid) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL) // the group: leader and what it started
+	}
+}
+
+// killGroup ends a child we started and its own children (its process
+// group, created at start).
+func killGroup(cmd *exec.Cmd) {
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 }
 
