@@ -209,8 +209,11 @@ func lossTable() (string, error) {
 	b.WriteString("| rule | expected P(drop) | measured | z |\n|---|---|---|---|\n")
 	for _, l := range d.Loss {
 		rule := fmt.Sprintf("uniform %g%%", l.Param)
-		if l.Dist == "exponential" {
+		switch l.Dist {
+		case "exponential":
 			rule = fmt.Sprintf("exponential %g", l.Param)
+		case "none":
+			rule = "no rule (baseline)"
 		}
 		z := "–"
 		if l.Z != nil {
