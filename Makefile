@@ -6,7 +6,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: all build generate check-generate test test-kernels test-unit fuzz bench bench-prog bench-datapath bench-agent readme-figures bpffs vet clean \
+.PHONY: all build generate check-generate test test-kernels test-unit fuzz bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e demo
 
 all: build
@@ -54,7 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./pkg/rules/
 
 # Figures: per-packet cost, then TCP accuracy / latency / loss on veths.
-bench: bpffs build bench-prog bench-datapath bench-agent readme-figures
+bench: bpffs build bench-prog bench-datapath bench-agent bench-monitoring readme-figures
 
 bench-prog:
 	$(GO) test -run '^$$' -bench Prog -benchtime 2000000x -count 5 ./pkg/datapath/ | tee docs/bench/prog.txt
@@ -65,6 +65,11 @@ bench-datapath:
 # The agent at 250 pods against a real kube-apiserver (docs/bench/agent.json).
 bench-agent: bpffs
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tests/agent/
+
+# What counting every pod costs: prog.Run ns/packet with flows on vs off,
+# TCP throughput monitored vs not, agent CPU at 1 Gbit/s (docs/bench/monitoring.json).
+bench-monitoring: bpffs
+	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestMonitoringCost -v -timeout 30m ./tests/agent/
 
 # README.md quotes docs/bench/ through this, never by hand.
 readme-figures:
