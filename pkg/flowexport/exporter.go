@@ -34,6 +34,14 @@ type Options struct {
 	Every time.Duration
 }
 
+// liveFlow is a record as last read, with the pod it belonged to then (an
+// interface index may be reused by the next pod's veth).
+type liveFlow struct {
+	f    datapath.Flow
+	info PodInfo
+	ok   bool
+}
+
 // Exporter writes one JSON object per ended flow to a writer (JSON lines).
 type Exporter struct {
 	src  Source
@@ -43,9 +51,9 @@ type Exporter struct {
 	mu    sync.Mutex
 	w     *bufio.Writer
 	enc   *json.Encoder
-	live  map[datapath.FlowKey]datapath.Flow // as of the last read
-	known map[uint32]PodInfo                 // last known pod per interface
-	clock func(uint64) time.Time             // of the last read
+	live  map[datapath.FlowKey]liveFlow // as of the last read
+	known map[uint32]PodInfo            // last known pod per interface
+	clock func(uint64) time.Time        // of the last read
 
 	exported, failures atomic.Uint64
 	active             atomic.Int64
@@ -63,7 +71,7 @@ func New(src Source, pods func() map[uint32]PodInfo, w io.Writer, opts Options) 
 	}
 	bw := bufio.NewWriter(w)
 	return &Exporter{src: src, pods: pods, opts: opts, w: bw, enc: json.NewEncoder(bw),
-		live: map[datapath.FlowKey]datapath.Flow{}, known: map[uint32]PodInfo{}}
+		live: map[datapath.FlowKey]liveFlow{}, known: map[uint32]PodInfo{}}
 }
 
 // Run exports every Every until ctx ends, then exports and removes every
@@ -128,7 +136,11 @@ func (e *Exporter) pass(final bool) error {
 		case final:
 			end = EndShutdown
 		}
-		errs = append(errs, e.write(f, clock, end, now))
+		info, ok := e.known[f.Key.Ifindex]
+		if old, seen := e.live[f.Key]; seen && gone[f.Key.Ifindex] {
+			info, ok = old.info, old.ok
+		}
+		errs = append(errs, e.write(f, clock, end, now, info, ok))
 		delete(e.live, f.Key)
 	}
 	all, err := e.src.Flows()
@@ -136,15 +148,16 @@ func (e *Exporter) pass(final bool) error {
 		errs = append(errs, err)
 		return e.finish(errs)
 	}
-	cur := make(map[datapath.FlowKey]datapath.Flow, len(all))
+	cur := make(map[datapath.FlowKey]liveFlow, len(all))
 	for _, f := range all {
-		cur[f.Key] = f
+		info, ok := e.known[f.Key.Ifindex]
+		cur[f.Key] = liveFlow{f, info, ok}
 	}
 	for k, old := range e.live {
 		if _, ok := cur[k]; !ok {
 			// Gone without our expiry: exported as last read, with the
 			// clock of that read (its ages were measured then).
-			errs = append(errs, e.write(old, e.clock, EndVanished, now))
+			errs = append(errs, e.write(old.f, e.clock, EndVanished, now, old.info, old.ok))
 		}
 	}
 	e.live, e.clock = cur, clock
@@ -157,7 +170,7 @@ func (e *Exporter) pass(final bool) error {
 	return e.finish(errs)
 }
 
-func hasIfindex(m map[datapath.FlowKey]datapath.Flow, idx uint32) bool {
+func hasIfindex(m map[datapath.FlowKey]liveFlow, idx uint32) bool {
 	for k := range m {
 		if k.Ifindex == idx {
 			return true
@@ -177,10 +190,10 @@ func (e *Exporter) finish(errs []error) error {
 	return err
 }
 
-func (e *Exporter) write(f datapath.Flow, clock func(uint64) time.Time, end, now string) error {
+func (e *Exporter) write(f datapath.Flow, clock func(uint64) time.Time, end, now string, info PodInfo, ok bool) error {
 	r := NewRecord(f, clock)
 	r.Time, r.End = now, end
-	if info, ok := e.known[f.Key.Ifindex]; ok {
+	if ok {
 		r.Namespace, r.Pod, r.Workload, r.WorkloadKind, r.HostVeth = info.Namespace, info.Pod, info.Workload, info.WorkloadKind, info.HostVeth
 	}
 	if err := e.enc.Encode(r); err != nil {

@@ -129,3 +129,25 @@ func TestTCPFlagLetters(t *testing.T) {
 		}
 	}
 }
+
+// A pod's veth index reused by the next pod: the first pod's flows keep
+// its name.
+func TestExporterIfindexReused(t *testing.T) {
+	src := &fakeSource{flows: map[datapath.FlowKey]datapath.FlowStats{}, now: 100}
+	pods := map[uint32]PodInfo{9: {"shop", "db-0", "db", "StatefulSet", "veth9"}}
+	var out bytes.Buffer
+	e := New(src, func() map[uint32]PodInfo { return pods }, &out, Options{Idle: 30 * time.Second})
+	src.flows[key(9, 2000)] = datapath.FlowStats{Packets: 3, Bytes: 300, FirstJiffies: 99, LastJiffies: 99}
+	if err := e.Tick(); err != nil {
+		t.Fatal(err)
+	}
+	delete(src.flows, key(9, 2000)) // cleared with db-0
+	pods[9] = PodInfo{"shop", "db-1", "db", "StatefulSet", "veth9"}
+	if err := e.Tick(); err != nil {
+		t.Fatal(err)
+	}
+	got := records(t, &out)
+	if len(got) != 1 || got[0].End != EndVanished || got[0].Pod != "db-0" {
+		t.Fatalf("%+v", got)
+	}
+}
