@@ -350,4 +350,3 @@ func setNamespaceLabel(t *testing.T, w *agentenv.World, ns, key, value string) {
 		t.Fatal(err)
 	}
 }
-
