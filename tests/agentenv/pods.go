@@ -282,3 +282,17 @@ func (w *World) removeFastPods() {
 	}
 	w.ips.release()
 }
+
+// AddrsAt returns the addresses AddPodAt gives pod index slot: the pod's
+// (its eth0, its IP in the API) and the host veth's.
+func (w *World) AddrsAt(slot int) (pod, host net.IP, err error) {
+	w.podMu.Lock()
+	defer w.podMu.Unlock()
+	if w.ips == nil {
+		if w.ips, err = claimBlock(); err != nil {
+			return nil, nil, err
+		}
+	}
+	pod, host = w.ips.addrs(slot)
+	return pod, host, nil
+}
