@@ -52,6 +52,31 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ks_flows SEC(".maps");
 
+/* The peer prefixes of targeted rules (see struct ks_peer_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__type(key, struct ks_peer_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ks_peers SEC(".maps");
+
+/* Set while this CPU runs a duplicate's clone through a tc egress hook
+ * (see duplicate()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ks_dup_guard SEC(".maps");
+
+/*
+ * The skb->mark bit that tags a duplicate's clone at a tc ingress hook
+ * (see duplicate()); the agent may change it (--duplicate-mark).
+ */
+__u32 ks_dup_mark = 0x00100000;
+
 /*
  * The host veth a pod-side program instance works for. Pod eth0 ifindexes
  * repeat across pods, so the key cannot come from the skb there; user space
@@ -67,7 +92,9 @@ const enum ks_flags ks_flags_unused __attribute__((unused));
 struct ks_pkt {
 	struct ks_flow_key fk; /* proto == 0: not IP */
 	__u32 hdr_len;         /* L2+L3+L4 header bytes, for GSO accounting */
+	__u16 l4_off;          /* where the L4 header starts */
 	__u8 tcp_flags;
+	__u8 ports;            /* 1: sport and dport were read (TCP, UDP, SCTP) */
 };
 
 /*
@@ -118,6 +145,7 @@ static __always_inline void parse(struct __sk_buff *skb, struct ks_pkt *p)
 	p->fk.proto = proto;
 	if (l3 > 60)
 		return;
+	p->l4_off = sizeof(*eth) + l3;
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = data + sizeof(*eth) + l3;
 
@@ -125,16 +153,19 @@ static __always_inline void parse(struct __sk_buff *skb, struct ks_pkt *p)
 			return;
 		p->fk.sport = tcp->source;
 		p->fk.dport = tcp->dest;
+		p->ports = 1;
 		p->tcp_flags = ((__u8 *)tcp)[13];
 		p->hdr_len = sizeof(*eth) + l3 + tcp->doff * 4;
-	} else if (proto == IPPROTO_UDP) {
+	} else if (proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
+		/* SCTP's common header starts with the ports too. */
 		struct udphdr *udp = data + sizeof(*eth) + l3;
 
 		if ((void *)(udp + 1) > end)
 			return;
 		p->fk.sport = udp->source;
 		p->fk.dport = udp->dest;
-		p->hdr_len = sizeof(*eth) + l3 + sizeof(*udp);
+		p->ports = 1;
+		p->hdr_len = sizeof(*eth) + l3 + (proto == IPPROTO_UDP ? sizeof(*udp) : 12);
 	} else {
 		p->hdr_len = sizeof(*eth) + l3;
 	}
@@ -249,12 +280,12 @@ static __always_inline int bucket_admit(struct ks_rule *r, __u64 now,
  * when the departure lies beyond the horizon (the caller drops).
  */
 static __always_inline __u64 edt_departure(struct __sk_buff *skb,
-					   struct ks_rule *cfg, __u64 now,
-					   __u64 wire)
+					   struct ks_rule *cfg, __u32 flags,
+					   __u64 now, __u64 wire)
 {
 	__u64 t = now;
 
-	if (cfg->flags & KS_F_PACE) {
+	if (flags & KS_F_PACE) {
 		__u64 next;
 
 		bpf_spin_lock(&cfg->lock);
@@ -269,7 +300,7 @@ static __always_inline __u64 edt_departure(struct __sk_buff *skb,
 		bpf_spin_unlock(&cfg->lock);
 		t = next;
 	}
-	if (cfg->flags & KS_F_DELAY) {
+	if (flags & KS_F_DELAY) {
 		__u64 d = cfg->delay_ns;
 
 		if (cfg->jitter_ns) {
@@ -288,30 +319,146 @@ static __always_inline __u64 edt_departure(struct __sk_buff *skb,
 }
 
 /*
+ * Targeting: the flag bits of the targets the packet does not match. Only
+ * rules with KS_F_TARGETED get here; the others pay one flag test. A
+ * packet that is not IP matches no target.
+ *
+ * A global function: the verifier checks it once, on its own, rather than
+ * once for every state the caller reaches it in (parse's paths times the
+ * range loop made the programs 7x longer to verify). Global functions take
+ * only the context and scalars on 5.10, so it looks the rule up and parses
+ * the headers again itself: ~20 ns, for targeted rules only.
+ */
+__attribute__((noinline)) int ks_untargeted(struct __sk_buff *skb,
+					    __u32 ifindex, __u32 dir)
+{
+	struct ks_key key = { .ifindex = ifindex, .dir = dir };
+	struct ks_rule *cfg = bpf_map_lookup_elem(&ks_rules, &key);
+	struct ks_pkt p = {};
+	struct ks_targets *tg;
+	__u32 match, ports, peers, off = 0, n;
+	__u16 sport, dport;
+
+	if (!cfg)
+		return 0;
+	parse(skb, &p);
+	if (!p.fk.family)
+		return cfg->flags;
+	tg = &cfg->tg;
+	switch (p.fk.proto) {
+	case IPPROTO_TCP:
+		match = tg->tcp;
+		break;
+	case IPPROTO_UDP:
+		match = tg->udp;
+		break;
+	case IPPROTO_SCTP:
+		match = tg->sctp;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		match = tg->icmp;
+		break;
+	default:
+		match = 0;
+	}
+	match |= tg->any_proto;
+	ports = tg->any_port;
+	if (p.ports) {
+		sport = bpf_ntohs(p.fk.sport);
+		dport = bpf_ntohs(p.fk.dport);
+		n = tg->nranges;
+		for (__u32 i = 0; i < KS_MAX_RANGES; i++) {
+			struct ks_port_range *r = &tg->ranges[i];
+
+			if (i >= n)
+				break;
+			if ((sport >= r->lo && sport <= r->hi) ||
+			    (dport >= r->lo && dport <= r->hi))
+				ports |= r->targets;
+		}
+	}
+	match &= ports;
+	peers = tg->any_peer;
+	if (match & ~peers) {
+		/* The peer: whom the pod sends to, or hears from. */
+		struct ks_peer_key pk = {
+			.ifindex = ifindex,
+			.dir = dir,
+			.family = p.fk.family,
+		};
+		__u32 *v;
+
+		pk.prefixlen = 64 + (p.fk.family == 4 ? 32 : 128);
+		if (dir == KS_DIR_EGRESS)
+			__builtin_memcpy(pk.addr, p.fk.daddr, 16);
+		else
+			__builtin_memcpy(pk.addr, p.fk.saddr, 16);
+		v = bpf_map_lookup_elem(&ks_peers, &pk);
+		if (v)
+			peers |= *v;
+	}
+	match &= peers;
+	for (__u32 i = 0; i < KS_MAX_TARGETS; i++)
+		if (!(match & (1u << i)))
+			off |= tg->flags[i];
+	return off;
+}
+
+/*
+ * Gilbert-Elliott loss with netem's gemodel semantics (sch_netem.c,
+ * loss_gilb_ell): the state a packet finds decides its fate (lost with
+ * 1-k in good, 1-h in bad), and the state moves on (p: good->bad, r:
+ * bad->good) as it passes. The state is per {interface, direction}, under
+ * the rule's lock. Returns 1 to drop.
+ */
+static __always_inline int gilbert_lose(struct ks_rule *r)
+{
+	__u64 move = bpf_get_prandom_u32(), fate = bpf_get_prandom_u32();
+	int lose;
+
+	bpf_spin_lock(&r->lock);
+	if (!r->ge_bad) {
+		if (move < r->ge_p)
+			r->ge_bad = 1;
+		lose = fate < r->ge_1k;
+	} else {
+		if (move < r->ge_r)
+			r->ge_bad = 0;
+		lose = fate >= r->ge_h;
+	}
+	bpf_spin_unlock(&r->lock);
+	return lose;
+}
+
+/*
  * The rule's verdict on one packet: loss, then the bucket, then EDT. Drops
- * are counted here, under their reason.
+ * are counted here, under their reason. flags are the rule's, less those
+ * of targets the packet does not match.
  */
 static __always_inline int decide(struct __sk_buff *skb, struct ks_rule *cfg,
-				  struct ks_counters *c, __u64 *now,
-				  __u64 wire, __u32 segs)
+				  __u32 flags, struct ks_counters *c,
+				  __u64 *now, __u64 wire, __u32 segs)
 {
-	if ((cfg->flags & KS_F_LOSS) &&
+	if ((flags & KS_F_LOSS) &&
 	    (__u64)bpf_get_prandom_u32() < cfg->loss_thresh)
 		return drop(c, KS_REASON_LOSS, wire, segs);
+	if ((flags & KS_F_GILBERT) && gilbert_lose(cfg))
+		return drop(c, KS_REASON_LOSS, wire, segs);
 
-	if (!(cfg->flags & (KS_F_RATE | KS_F_PACE | KS_F_DELAY)))
+	if (!(flags & (KS_F_RATE | KS_F_PACE | KS_F_DELAY)))
 		return TC_ACT_UNSPEC;
-	if (!cfg->rate && (cfg->flags & (KS_F_RATE | KS_F_PACE)))
+	if (!cfg->rate && (flags & (KS_F_RATE | KS_F_PACE)))
 		return TC_ACT_UNSPEC; /* user space never writes this */
 
 	if (!*now)
 		*now = bpf_ktime_get_ns();
 
-	if ((cfg->flags & KS_F_RATE) && !bucket_admit(cfg, *now, wire))
+	if ((flags & KS_F_RATE) && !bucket_admit(cfg, *now, wire))
 		return drop(c, KS_REASON_BANDWIDTH, wire, segs);
 
-	if (cfg->flags & (KS_F_PACE | KS_F_DELAY)) {
-		__u64 t = edt_departure(skb, cfg, *now, wire);
+	if (flags & (KS_F_PACE | KS_F_DELAY)) {
+		__u64 t = edt_departure(skb, cfg, flags, *now, wire);
 
 		if (!t)
 			return drop(c, KS_REASON_HORIZON, wire, segs);
@@ -321,6 +468,141 @@ static __always_inline int decide(struct __sk_buff *skb, struct ks_rule *cfg,
 	return TC_ACT_UNSPEC;
 }
 
+/*
+ * Duplicate: bpf_clone_redirect() sends a copy of the packet through the
+ * same hook of the same device, where it meets this program again and
+ * takes its own chances with loss, the bucket and delay. It must not be
+ * duplicated again (a cascade), so the clone is recognized:
+ *  - at a tc egress hook (pod ingress; the pod-side instance) the clone is
+ *    transmitted synchronously (dev_queue_xmit) and re-enters this program
+ *    on the same CPU before bpf_clone_redirect() returns: a per-CPU flag
+ *    set around the call marks it, and touches nothing in the packet;
+ *  - at a tc ingress hook (pod egress) the clone is queued to the CPU's
+ *    backlog (netif_rx) and comes back later: it carries the ks_dup_mark
+ *    bit of skb->mark, set on the original for the call only. Packets the
+ *    pod sends arrive with mark 0 (a veth crossing namespaces scrubs it),
+ *    so the bit can only be our clone's; handle() clears it at once, before
+ *    any later filter or the stack sees it.
+ */
+static __always_inline void duplicate(struct __sk_buff *skb, bool tc_ingress,
+				      struct ks_counters *c)
+{
+	__u32 zero = 0, *guard;
+	long err;
+
+	if (tc_ingress) {
+		__u32 mark = skb->mark;
+
+		skb->mark = mark | ks_dup_mark;
+		err = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+		skb->mark = mark;
+	} else {
+		guard = bpf_map_lookup_elem(&ks_dup_guard, &zero);
+		if (!guard)
+			return;
+		*guard = 1;
+		err = bpf_clone_redirect(skb, skb->ifindex, 0);
+		*guard = 0;
+	}
+	if (!err && c)
+		c->duplicated++;
+}
+
+/* A duplicate's clone, coming through again (see duplicate())? */
+static __always_inline bool is_clone(struct __sk_buff *skb, bool tc_ingress)
+{
+	__u32 zero = 0, *guard;
+
+	if (tc_ingress) {
+		__u32 mark = skb->mark;
+
+		if (!(mark & ks_dup_mark))
+			return false;
+		skb->mark = mark & ~ks_dup_mark;
+		return true;
+	}
+	guard = bpf_map_lookup_elem(&ks_dup_guard, &zero);
+	return guard && *guard;
+}
+
+/*
+ * Is the packet's L4 checksum still to be computed (CHECKSUM_PARTIAL: sent
+ * from this node, offloaded)? Its checksum field then holds only the
+ * pseudo-header's sum, which is what is compared here; a complete
+ * checksum equals it by chance once in 65536.
+ */
+static __always_inline bool csum_partial(struct __sk_buff *skb,
+					 struct ks_pkt *p, __u16 check)
+{
+	__u32 ph[10] = {};
+	__u32 l4len = skb->len - p->l4_off;
+	__s64 sum;
+
+	if (p->fk.family == 4) {
+		__builtin_memcpy(&ph[0], p->fk.saddr, 4);
+		__builtin_memcpy(&ph[1], p->fk.daddr, 4);
+		ph[2] = bpf_htonl(((__u32)p->fk.proto << 16) | (l4len & 0xffff));
+		sum = bpf_csum_diff(0, 0, ph, 12, 0);
+	} else {
+		__builtin_memcpy(&ph[0], p->fk.saddr, 16);
+		__builtin_memcpy(&ph[4], p->fk.daddr, 16);
+		ph[8] = bpf_htonl(l4len);
+		ph[9] = bpf_htonl(p->fk.proto);
+		sum = bpf_csum_diff(0, 0, ph, 40, 0);
+	}
+	if (sum < 0)
+		return false;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum == check;
+}
+
+enum { KS_CORRUPT_NONE, KS_CORRUPT_DONE, KS_CORRUPT_SKIPPED };
+
+/*
+ * Corrupt: flip one random bit of the TCP or UDP payload. The receiver
+ * must see it as a checksum failure, as on a real link:
+ *  - BPF_F_RECOMPUTE_CSUM keeps a CHECKSUM_COMPLETE skb's skb->csum true
+ *    to the new bytes, so the receiver's check uses the corrupted data;
+ *  - bpf_csum_level(RESET) turns CHECKSUM_UNNECESSARY (a NIC checked it)
+ *    into CHECKSUM_NONE, so the receiver checks again;
+ *  - a CHECKSUM_PARTIAL skb (and GSO, always partial) is never checked by
+ *    a receiver on this node: its checksum is computed later, over the
+ *    corrupted bytes, or never on a veth. Such packets are left intact
+ *    and counted as corrupt_skipped; for pod egress the agent turns TX
+ *    checksum offload off on the pod's eth0 so that its packets carry
+ *    complete checksums. UDP without a checksum (IPv4, 0) is skipped too.
+ * Global, like ks_untargeted, so that it is verified once.
+ */
+__attribute__((noinline)) int ks_corrupt(struct __sk_buff *skb)
+{
+	__u32 rnd = bpf_get_prandom_u32(), len = skb->len, off;
+	struct ks_pkt p = {};
+	__u16 check;
+	__u8 b;
+
+	parse(skb, &p);
+	if (!p.ports || (p.fk.proto != IPPROTO_TCP && p.fk.proto != IPPROTO_UDP))
+		return KS_CORRUPT_NONE; /* no L4 payload we know of */
+	if (len <= p.hdr_len)
+		return KS_CORRUPT_NONE;
+	if (skb->gso_segs > 1)
+		return KS_CORRUPT_SKIPPED;
+	if (bpf_skb_load_bytes(skb, p.l4_off + (p.fk.proto == IPPROTO_TCP ? 16 : 6),
+			       &check, 2))
+		return KS_CORRUPT_NONE;
+	if ((p.fk.proto == IPPROTO_UDP && !check) || csum_partial(skb, &p, check))
+		return KS_CORRUPT_SKIPPED;
+	off = p.hdr_len + (rnd >> 3) % (len - p.hdr_len);
+	if (bpf_skb_load_bytes(skb, off, &b, 1))
+		return KS_CORRUPT_NONE;
+	b ^= 1 << (rnd & 7);
+	if (bpf_skb_store_bytes(skb, off, &b, 1, BPF_F_RECOMPUTE_CSUM))
+		return KS_CORRUPT_NONE;
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+	return KS_CORRUPT_DONE;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 				  bool at_pod)
 {
@@ -328,30 +610,34 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 		.ifindex = at_pod ? ks_host_ifindex : skb->ifindex,
 		.dir = dir,
 	};
+	/* Pod egress at the host veth is its tc ingress; the rest is egress. */
+	bool tc_ingress = dir == KS_DIR_EGRESS && !at_pod;
 	struct ks_pkt p = {};
 	struct ks_rule *cfg;
 	struct ks_counters *c;
 	__u32 segs = skb->gso_segs;
 	__u64 wire = skb->len;
 	__u64 now = 0;
-	bool flows;
+	__u32 flags;
 	int verdict;
 
 	cfg = bpf_map_lookup_elem(&ks_rules, &key);
 	if (!cfg)
 		return TC_ACT_UNSPEC; /* not ours (a stale filter): stay out */
+	flags = cfg->flags;
 	/* Exactly one program handles each direction: the pod-side instance
 	 * when the rule is EDT on pod egress, else the host-side one. */
-	if (!!(cfg->flags & KS_F_AT_POD) != at_pod)
+	if (!!(flags & KS_F_AT_POD) != at_pod)
 		return TC_ACT_UNSPEC;
 
-	flows = cfg->flags & KS_F_FLOWS;
-	if (segs > 1 || flows)
+	if (segs > 1 || (flags & KS_F_FLOWS))
 		parse(skb, &p);
 	if (segs > 1)
 		wire += (__u64)(segs - 1) * p.hdr_len;
 	else
 		segs = 1;
+	if (flags & KS_F_TARGETED)
+		flags &= ~(__u32)ks_untargeted(skb, key.ifindex, dir);
 
 	c = counters_of(&key);
 	if (c) {
@@ -359,9 +645,24 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 		c->bytes += wire;
 	}
 
-	verdict = decide(skb, cfg, c, &now, wire, segs);
+	/* Before loss, as netem: the copy takes its own chances. */
+	if ((flags & KS_F_DUP) && !is_clone(skb, tc_ingress) &&
+	    (__u64)bpf_get_prandom_u32() < cfg->dup_thresh)
+		duplicate(skb, tc_ingress, c);
 
-	if (flows && p.fk.family) {
+	verdict = decide(skb, cfg, flags, c, &now, wire, segs);
+
+	if ((flags & KS_F_CORRUPT) && verdict != TC_ACT_SHOT &&
+	    (__u64)bpf_get_prandom_u32() < cfg->corrupt_thresh) {
+		int r = ks_corrupt(skb);
+
+		if (c && r == KS_CORRUPT_DONE)
+			c->corrupted++;
+		else if (c && r == KS_CORRUPT_SKIPPED)
+			c->corrupt_skipped++;
+	}
+
+	if ((flags & KS_F_FLOWS) && p.fk.family) {
 		p.fk.ifindex = key.ifindex;
 		p.fk.dir = dir;
 		/* Jiffies, not bpf_ktime_get_ns(): flow ages need no more than

@@ -36,6 +36,61 @@ enum ks_flags {
 	KS_F_AT_POD = 1 << 6, /* EDT for pod egress runs on the pod's eth0, where
 			       * fq can honour it: the host-side program stays out */
 	KS_F_FLOWS = 1 << 7,  /* keep per-flow records (ks_flows) */
+	KS_F_TARGETED = 1 << 8, /* some rules apply to targets only (targets[]) */
+	KS_F_GILBERT = 1 << 9,  /* Gilbert-Elliott burst loss (ge_*) */
+	KS_F_DUP = 1 << 10,     /* duplicate with probability dup_thresh/2^32 */
+	KS_F_CORRUPT = 1 << 11, /* flip a payload bit, p = corrupt_thresh/2^32 */
+};
+
+/* Limits of targeting: a target per kind of rule at most (bandwidth,
+ * loss, delay, duplicate, corrupt), each with up to 8 port ranges. */
+#define KS_MAX_TARGETS 5
+#define KS_MAX_RANGES 40
+
+/* A port range of some targets: inclusive, host byte order. The source or
+ * the destination port may match (as tcpdump's "port"). */
+struct ks_port_range {
+	__u16 lo;
+	__u16 hi;
+	__u8 targets; /* bit i: targets[i] has this range */
+	__u8 pad;
+};
+
+/*
+ * Which packets some of a direction's rules apply to, compiled by user
+ * space into sets of targets (bit i = target i) so that the datapath runs
+ * one flat loop and no per-target branches. A packet matches target i when
+ * it is IP and passes all three conditions: protocol, ports, peer. The
+ * rules (flag bits) of a target the packet does not match are off for
+ * that packet: it is only counted.
+ */
+struct ks_targets {
+	__u32 flags[KS_MAX_TARGETS]; /* the ks_flags bits target i gates */
+	__u8 any_proto;  /* targets without a protocol condition */
+	__u8 tcp;        /* targets taking TCP */
+	__u8 udp;
+	__u8 sctp;
+	__u8 icmp;       /* ICMP and ICMPv6 */
+	__u8 any_port;   /* targets without a port condition */
+	__u8 any_peer;   /* targets without a peer condition (ks_peers) */
+	__u8 nranges;
+	struct ks_port_range ranges[KS_MAX_RANGES];
+};
+
+/*
+ * ks_peers (LPM trie): the peer prefixes of each {interface, direction}'s
+ * targets. The peer is the destination of what the pod sends and the
+ * source of what it receives. The value is the set of targets (bit i =
+ * targets[i]) whose prefixes contain the key's prefix, so that the longest
+ * match alone answers for every target.
+ */
+struct ks_peer_key {
+	__u32 prefixlen; /* 64 + the prefix length of addr */
+	__u32 ifindex;
+	__u8 dir;
+	__u8 family;     /* 4 or 6 */
+	__u8 pad[2];
+	__u8 addr[16];   /* IPv4 in the first 4 bytes */
 };
 
 struct ks_key {
@@ -63,10 +118,22 @@ struct ks_rule {
 	__u64 horizon_ns;  /* EDT: drop what would depart later than this */
 	__u64 delay_ns;    /* EDT: fixed added latency */
 	__u64 jitter_ns;   /* EDT: uniform jitter in [-jitter, +jitter] */
+	/* Gilbert-Elliott loss (netem's gemodel), as thresholds on a random
+	 * u32 (2^32: always): good->bad, bad->good, delivery in bad (h) and
+	 * loss in good (1-k). */
+	__u64 ge_p;
+	__u64 ge_r;
+	__u64 ge_h;
+	__u64 ge_1k;
+	__u64 dup_thresh;     /* duplicate if prandom_u32 < dup_thresh */
+	__u64 corrupt_thresh; /* corrupt if prandom_u32 < corrupt_thresh */
+	struct ks_targets tg;  /* KS_F_TARGETED */
 	/* State, owned by the datapath. */
 	__s64 tokens_q32;  /* bytes x 2^32; negative while in debt */
 	__u64 last_ns;     /* last refill, bpf_ktime_get_ns() */
 	__u64 t_next;      /* EDT: earliest departure of the next packet */
+	__u32 ge_bad;      /* Gilbert-Elliott: 1 while in the bad state */
+	__u32 pad2;
 };
 
 /* Per-CPU counters, summed by user space on read. */
@@ -75,6 +142,11 @@ struct ks_counters {
 	__u64 bytes;   /* wire bytes seen */
 	__u64 drop_packets[KS_REASON_MAX];
 	__u64 drop_bytes[KS_REASON_MAX];
+	__u64 duplicated;      /* clones sent (duplicate rule) */
+	__u64 corrupted;       /* packets with a payload bit flipped */
+	__u64 corrupt_skipped; /* drawn for corruption but left intact: the
+				* receiver would not verify their checksum
+				* (CHECKSUM_PARTIAL, GSO, UDP without one) */
 };
 
 /*

@@ -89,3 +89,27 @@ func BenchmarkProgAll(b *testing.B) {
 func BenchmarkProgPace(b *testing.B) {
 	benchProg(b, &rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 100e9, Mode: rules.ModePace}})
 }
+
+// Targeted rules: the packet (UDP to port 5201) matches the target, or
+// misses it (only counted). Peers cost one LPM lookup on top.
+func benchTargeted(b *testing.B, proto rules.Proto, peers []string, port uint16) {
+	tg := mustTarget(b, proto, peers, []rules.PortRange{{Lo: port, Hi: port}}, nil)
+	p := rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossUniform, Percent: 0.001, Target: tg}}
+	dp := openTest(b)
+	setTargeted(b, dp, rules.Egress, p, nil)
+	b.ResetTimer()
+	_, per, err := dp.Program(rules.Egress).Benchmark(udpPacket(64), b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+}
+
+func BenchmarkProgLossPortMatch(b *testing.B) { benchTargeted(b, rules.ProtoUDP, nil, 5201) }
+func BenchmarkProgLossPortMiss(b *testing.B)  { benchTargeted(b, rules.ProtoUDP, nil, 5432) }
+func BenchmarkProgLossPeerMatch(b *testing.B) {
+	benchTargeted(b, rules.ProtoAny, []string{"10.0.0.0/8", "fd00::/8"}, 5201)
+}
+func BenchmarkProgGilbert(b *testing.B) {
+	benchProg(b, &rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossGilbert, Gilbert: rules.Gilbert{P: 0.001, R: 99, H: 100, K: 100}}})
+}

@@ -43,6 +43,9 @@ func (d *Datapath) Counters(key Key) (c Counters, ok bool, err error) {
 			c.DropPackets[i] += p.DropPackets[i]
 			c.DropBytes[i] += p.DropBytes[i]
 		}
+		c.Duplicated += p.Duplicated
+		c.Corrupted += p.Corrupted
+		c.CorruptSkipped += p.CorruptSkipped
 	}
 	return c, true, nil
 }

@@ -93,7 +93,7 @@ func (d *Datapath) Program(dir rules.Direction) *ebpf.Program {
 func RemovePins(pinDir string) error { return removePins(pinDir) }
 
 func removePins(pinDir string) error {
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, podNamesMap} {
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

@@ -3,8 +3,8 @@ package datapath
 import (
 	"net"
 	"strconv"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )

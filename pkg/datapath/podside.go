@@ -27,6 +27,7 @@ func (d *Datapath) PodSideProgram(hostIfindex int) (*ebpf.Program, error) {
 		shaperMapKsRules: d.objs.KsRules,
 		shaperMapKsStats: d.objs.KsStats,
 		shaperMapKsFlows: d.objs.KsFlows,
+		shaperMapKsPeers: d.objs.KsPeers,
 	}}
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		return nil, fmt.Errorf("loading the pod-side program for ifindex %d: %w", hostIfindex, err)

@@ -14,24 +14,31 @@ import (
 )
 
 type shaperKsCounters struct {
-	_           structs.HostLayout
-	Packets     uint64
-	Bytes       uint64
-	DropPackets [8]uint64
-	DropBytes   [8]uint64
+	_              structs.HostLayout
+	Packets        uint64
+	Bytes          uint64
+	DropPackets    [8]uint64
+	DropBytes      [8]uint64
+	Duplicated     uint64
+	Corrupted      uint64
+	CorruptSkipped uint64
 }
 
 type shaperKsFlags uint32
 
 const (
-	shaperKsFlagsKS_F_RATE   shaperKsFlags = 1
-	shaperKsFlagsKS_F_PACE   shaperKsFlags = 2
-	shaperKsFlagsKS_F_LOSS   shaperKsFlags = 4
-	shaperKsFlagsKS_F_DELAY  shaperKsFlags = 8
-	shaperKsFlagsKS_F_SPARSE shaperKsFlags = 16
-	shaperKsFlagsKS_F_QDISC  shaperKsFlags = 32
-	shaperKsFlagsKS_F_AT_POD shaperKsFlags = 64
-	shaperKsFlagsKS_F_FLOWS  shaperKsFlags = 128
+	shaperKsFlagsKS_F_RATE     shaperKsFlags = 1
+	shaperKsFlagsKS_F_PACE     shaperKsFlags = 2
+	shaperKsFlagsKS_F_LOSS     shaperKsFlags = 4
+	shaperKsFlagsKS_F_DELAY    shaperKsFlags = 8
+	shaperKsFlagsKS_F_SPARSE   shaperKsFlags = 16
+	shaperKsFlagsKS_F_QDISC    shaperKsFlags = 32
+	shaperKsFlagsKS_F_AT_POD   shaperKsFlags = 64
+	shaperKsFlagsKS_F_FLOWS    shaperKsFlags = 128
+	shaperKsFlagsKS_F_TARGETED shaperKsFlags = 256
+	shaperKsFlagsKS_F_GILBERT  shaperKsFlags = 512
+	shaperKsFlagsKS_F_DUP      shaperKsFlags = 1024
+	shaperKsFlagsKS_F_CORRUPT  shaperKsFlags = 2048
 )
 
 type shaperKsFlow struct {
@@ -64,6 +71,24 @@ type shaperKsKey struct {
 	Dir     uint32
 }
 
+type shaperKsPeerKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Ifindex   uint32
+	Dir       uint8
+	Family    uint8
+	Pad       [2]uint8
+	Addr      [16]uint8
+}
+
+type shaperKsPortRange struct {
+	_       structs.HostLayout
+	Lo      uint16
+	Hi      uint16
+	Targets uint8
+	Pad     uint8
+}
+
 type shaperKsReason uint32
 
 const (
@@ -80,28 +105,54 @@ type shaperKsRule struct {
 		_   structs.HostLayout
 		Val uint32
 	}
-	Flags      uint32
-	SparseMax  uint32
-	Pad        uint32
-	Rate       uint64
-	RateQ32    uint64
-	Burst      uint64
-	FillNs     uint64
-	Debt       uint64
-	LossThresh uint64
-	HorizonNs  uint64
-	DelayNs    uint64
-	JitterNs   uint64
-	TokensQ32  int64
-	LastNs     uint64
-	T_next     uint64
+	Flags         uint32
+	SparseMax     uint32
+	Pad           uint32
+	Rate          uint64
+	RateQ32       uint64
+	Burst         uint64
+	FillNs        uint64
+	Debt          uint64
+	LossThresh    uint64
+	HorizonNs     uint64
+	DelayNs       uint64
+	JitterNs      uint64
+	GeP           uint64
+	GeR           uint64
+	GeH           uint64
+	Ge1k          uint64
+	DupThresh     uint64
+	CorruptThresh uint64
+	Tg            shaperKsTargets
+	_             [4]byte
+	TokensQ32     int64
+	LastNs        uint64
+	T_next        uint64
+	GeBad         uint32
+	Pad2          uint32
+}
+
+type shaperKsTargets struct {
+	_        structs.HostLayout
+	Flags    [5]uint32
+	AnyProto uint8
+	Tcp      uint8
+	Udp      uint8
+	Sctp     uint8
+	Icmp     uint8
+	AnyPort  uint8
+	AnyPeer  uint8
+	Nranges  uint8
+	Ranges   [40]shaperKsPortRange
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	shaperMapKsDupGuard     = "ks_dup_guard"
 	shaperMapKsFlows        = "ks_flows"
+	shaperMapKsPeers        = "ks_peers"
 	shaperMapKsRules        = "ks_rules"
 	shaperMapKsStats        = "ks_stats"
 	shaperProgKsClock       = "ks_clock"
@@ -110,6 +161,7 @@ const (
 	shaperProgKsPodSide     = "ks_pod_side"
 	shaperVarKsClockJiffies = "ks_clock_jiffies"
 	shaperVarKsClockNs      = "ks_clock_ns"
+	shaperVarKsDupMark      = "ks_dup_mark"
 	shaperVarKsFlagsUnused  = "ks_flags_unused"
 	shaperVarKsHostIfindex  = "ks_host_ifindex"
 	shaperVarKsReasonUnused = "ks_reason_unused"
@@ -167,9 +219,11 @@ type shaperProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperMapSpecs struct {
-	KsFlows *ebpf.MapSpec `ebpf:"ks_flows"`
-	KsRules *ebpf.MapSpec `ebpf:"ks_rules"`
-	KsStats *ebpf.MapSpec `ebpf:"ks_stats"`
+	KsDupGuard *ebpf.MapSpec `ebpf:"ks_dup_guard"`
+	KsFlows    *ebpf.MapSpec `ebpf:"ks_flows"`
+	KsPeers    *ebpf.MapSpec `ebpf:"ks_peers"`
+	KsRules    *ebpf.MapSpec `ebpf:"ks_rules"`
+	KsStats    *ebpf.MapSpec `ebpf:"ks_stats"`
 }
 
 // shaperVariableSpecs contains global variables before they are loaded into the kernel.
@@ -178,6 +232,7 @@ type shaperMapSpecs struct {
 type shaperVariableSpecs struct {
 	KsClockJiffies *ebpf.VariableSpec `ebpf:"ks_clock_jiffies"`
 	KsClockNs      *ebpf.VariableSpec `ebpf:"ks_clock_ns"`
+	KsDupMark      *ebpf.VariableSpec `ebpf:"ks_dup_mark"`
 	KsFlagsUnused  *ebpf.VariableSpec `ebpf:"ks_flags_unused"`
 	KsHostIfindex  *ebpf.VariableSpec `ebpf:"ks_host_ifindex"`
 	KsReasonUnused *ebpf.VariableSpec `ebpf:"ks_reason_unused"`
@@ -203,14 +258,18 @@ func (o *shaperObjects) Close() error {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperMaps struct {
-	KsFlows *ebpf.Map `ebpf:"ks_flows"`
-	KsRules *ebpf.Map `ebpf:"ks_rules"`
-	KsStats *ebpf.Map `ebpf:"ks_stats"`
+	KsDupGuard *ebpf.Map `ebpf:"ks_dup_guard"`
+	KsFlows    *ebpf.Map `ebpf:"ks_flows"`
+	KsPeers    *ebpf.Map `ebpf:"ks_peers"`
+	KsRules    *ebpf.Map `ebpf:"ks_rules"`
+	KsStats    *ebpf.Map `ebpf:"ks_stats"`
 }
 
 func (m *shaperMaps) Close() error {
 	return _ShaperClose(
+		m.KsDupGuard,
 		m.KsFlows,
+		m.KsPeers,
 		m.KsRules,
 		m.KsStats,
 	)
@@ -222,6 +281,7 @@ func (m *shaperMaps) Close() error {
 type shaperVariables struct {
 	KsClockJiffies *ebpf.Variable `ebpf:"ks_clock_jiffies"`
 	KsClockNs      *ebpf.Variable `ebpf:"ks_clock_ns"`
+	KsDupMark      *ebpf.Variable `ebpf:"ks_dup_mark"`
 	KsFlagsUnused  *ebpf.Variable `ebpf:"ks_flags_unused"`
 	KsHostIfindex  *ebpf.Variable `ebpf:"ks_host_ifindex"`
 	KsReasonUnused *ebpf.Variable `ebpf:"ks_reason_unused"`

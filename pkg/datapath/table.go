@@ -36,6 +36,7 @@ func (d *Datapath) Set(key Key, cfg Config) error {
 	switch {
 	case err == nil:
 		cfg.TokensQ32, cfg.LastNs, cfg.T_next = cur.TokensQ32, cur.LastNs, cur.T_next
+		cfg.GeBad = cur.GeBad
 	case errors.Is(err, ebpf.ErrKeyNotExist):
 		cfg.TokensQ32, cfg.LastNs, cfg.T_next = int64(cfg.Debt)<<32, monotonicNow(), 0
 	default:
@@ -55,6 +56,9 @@ func (d *Datapath) Delete(key Key) error {
 		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("deleting %s from %s: %w", keyString(key), m.String(), err))
 		}
+	}
+	if err := d.SetPeers(key, nil); err != nil {
+		errs = append(errs, err)
 	}
 	if key.Direction() == rules.Ingress { // once per interface: its last direction
 		errs = append(errs, d.ForgetFlows(int(key.Ifindex)), d.forgetPodName(int(key.Ifindex)))
@@ -100,6 +104,18 @@ func (d *Datapath) Keys() ([]Key, error) {
 				out = append(out, next)
 			}
 			cur = next
+		}
+	}
+	// Peers of targeted rules, which a crash may have left without one.
+	peers, err := d.peerKeysOf(Key{}, true)
+	if err != nil {
+		return nil, err
+	}
+	for _, pk := range peers {
+		k := Key{Ifindex: pk.Ifindex, Dir: uint32(pk.Dir)}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
 		}
 	}
 	return out, nil

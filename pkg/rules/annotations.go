@@ -58,6 +58,10 @@ func parseValue(key, value string) (Policy, error) {
 		return delayGrammar.parse(value)
 	case KeyProgram:
 		return programGrammar.parse(value)
+	case KeyDuplicate:
+		return duplicateGrammar.parse(value)
+	case KeyCorrupt:
+		return corruptGrammar.parse(value)
 	case KeyEgressBandwidth, KeyIngressBandwidth:
 		rate, err := parseQuantityRate(value)
 		if err != nil {

@@ -15,13 +15,14 @@ var bandwidthGrammar = grammar[Bandwidth]{
 	set:       func(dp *DirectionPolicy, b Bandwidth) { dp.Bandwidth = &b },
 }
 
-// parseBandwidthClause reads "RATE DIR [burst=SIZE] [mode=MODE]", words in
-// any order.
+// parseBandwidthClause reads "RATE DIR [burst=SIZE] [mode=MODE] [TARGET]",
+// words in any order.
 func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
 	var (
 		dirs                          dirSet
 		bw                            = Bandwidth{Mode: ModeDrop}
 		haveRate, haveBurst, haveMode bool
+		tb                            targetBuilder
 	)
 	for _, w := range words {
 		if isDir, err := addDirection(&dirs, w); err != nil {
@@ -34,6 +35,12 @@ func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
 			return 0, bw, err
 		}
 		if isOpt {
+			if ok, err := tb.handle(name, val); ok {
+				if err != nil {
+					return 0, bw, err
+				}
+				continue
+			}
 			switch name {
 			case "burst":
 				if haveBurst {
@@ -52,7 +59,7 @@ func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
 					return 0, bw, err
 				}
 			default:
-				return 0, bw, fmt.Errorf("unknown option %s: bandwidth takes burst= and mode=", q(name+"="))
+				return 0, bw, fmt.Errorf("unknown option %s: bandwidth takes burst=, mode=, to=, port= and proto=", q(name+"="))
 			}
 			continue
 		}
@@ -70,6 +77,14 @@ func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
 	if dirs == 0 {
 		return 0, bw, errNoDirection
 	}
+	t, err := tb.finish()
+	if err != nil {
+		return 0, bw, err
+	}
+	if !t.IsZero() && bw.Mode == ModeTBF {
+		return 0, bw, fmt.Errorf("mode=tbf shapes all the pod's traffic in that direction: to=, port= and proto= need mode=drop or mode=pace")
+	}
+	bw.Target = t
 	return dirs, bw, nil
 }
 
@@ -95,7 +110,7 @@ func (b Bandwidth) String() string {
 	if mode == "" {
 		mode = ModeDrop
 	}
-	return fmt.Sprintf("%s burst=%s mode=%s", formatRate(b.RateBitsPerSec), burst, mode)
+	return fmt.Sprintf("%s burst=%s mode=%s%s", formatRate(b.RateBitsPerSec), burst, mode, b.Target)
 }
 
 // clause renders the rule as annotation text, defaults left out.
@@ -107,5 +122,5 @@ func (b Bandwidth) clause(dir string) string {
 	if b.Mode != "" && b.Mode != ModeDrop {
 		s += " mode=" + string(b.Mode)
 	}
-	return s
+	return s + b.Target.String()
 }

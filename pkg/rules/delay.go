@@ -20,13 +20,14 @@ var delayGrammar = grammar[Delay]{
 	set:       func(dp *DirectionPolicy, d Delay) { dp.Delay = &d },
 }
 
-// parseDelayClause reads "DURATION DIR [jitter=DURATION]", words in any
-// order.
+// parseDelayClause reads "DURATION DIR [jitter=DURATION] [TARGET]", words
+// in any order.
 func parseDelayClause(words []string) (dirSet, Delay, error) {
 	var (
 		dirs                  dirSet
 		d                     Delay
 		haveDelay, haveJitter bool
+		tb                    targetBuilder
 	)
 	for _, w := range words {
 		if isDir, err := addDirection(&dirs, w); err != nil {
@@ -39,8 +40,14 @@ func parseDelayClause(words []string) (dirSet, Delay, error) {
 			return 0, d, err
 		}
 		if isOpt {
+			if ok, err := tb.handle(name, val); ok {
+				if err != nil {
+					return 0, d, err
+				}
+				continue
+			}
 			if name != "jitter" {
-				return 0, d, fmt.Errorf("unknown option %s: delay takes jitter=", q(name+"="))
+				return 0, d, fmt.Errorf("unknown option %s: delay takes jitter=, to=, port= and proto=", q(name+"="))
 			}
 			if haveJitter {
 				return 0, d, fmt.Errorf("jitter= given twice")
@@ -71,6 +78,10 @@ func parseDelayClause(words []string) (dirSet, Delay, error) {
 	if d.Jitter < 0 || d.Jitter > d.Delay {
 		return 0, d, fmt.Errorf("jitter %s is out of range: want 0 up to the delay (%s)", d.Jitter, d.Delay)
 	}
+	var err error
+	if d.Target, err = tb.finish(); err != nil {
+		return 0, d, err
+	}
 	return dirs, d, nil
 }
 
@@ -87,9 +98,9 @@ func parseDuration(what, w string) (time.Duration, error) {
 // String renders the rule for humans: "50ms" or "80ms jitter=10ms".
 func (d Delay) String() string {
 	if d.Jitter == 0 {
-		return d.Delay.String()
+		return d.Delay.String() + d.Target.String()
 	}
-	return d.Delay.String() + " jitter=" + d.Jitter.String()
+	return d.Delay.String() + " jitter=" + d.Jitter.String() + d.Target.String()
 }
 
 func (d Delay) clause(dir string) string {
@@ -97,5 +108,5 @@ func (d Delay) clause(dir string) string {
 	if d.Jitter != 0 {
 		s += " jitter=" + d.Jitter.String()
 	}
-	return s
+	return s + d.Target.String()
 }

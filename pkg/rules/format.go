@@ -22,7 +22,7 @@ func (p Policy) String() string {
 }
 
 // String renders one direction's rules in a fixed order (bandwidth, loss,
-// delay, program), e.g. "bandwidth 10mbit burst=auto mode=drop; loss
+// delay, program, duplicate, corrupt), e.g. "bandwidth 10mbit burst=auto mode=drop; loss
 // uniform 2%", or "none".
 func (dp DirectionPolicy) String() string {
 	var parts []string
@@ -37,6 +37,12 @@ func (dp DirectionPolicy) String() string {
 	}
 	if dp.Program != nil {
 		parts = append(parts, "program "+dp.Program.String())
+	}
+	if dp.Duplicate != nil {
+		parts = append(parts, "duplicate "+dp.Duplicate.String())
+	}
+	if dp.Corrupt != nil {
+		parts = append(parts, "corrupt "+dp.Corrupt.String())
 	}
 	if len(parts) == 0 {
 		return "none"
@@ -64,6 +70,10 @@ func (p Policy) Annotations() map[string]string {
 		func(a, b Delay) bool { return a == b }, Delay.clause))
 	put(KeyProgram, renderKind(p, func(dp DirectionPolicy) *Program { return dp.Program },
 		Program.Equal, Program.clause))
+	put(KeyDuplicate, renderKind(p, func(dp DirectionPolicy) *Duplicate { return dp.Duplicate },
+		func(a, b Duplicate) bool { return a == b }, Duplicate.clause))
+	put(KeyCorrupt, renderKind(p, func(dp DirectionPolicy) *Corrupt { return dp.Corrupt },
+		func(a, b Corrupt) bool { return a == b }, Corrupt.clause))
 	return out
 }
 

@@ -49,10 +49,11 @@ func FuzzParseValue(f *testing.F) {
 }
 
 func FuzzParseAnnotations(f *testing.F) {
-	f.Fuzz(func(t *testing.T, present uint8, bw, loss, delay, prog, egress, ingress string) {
+	f.Fuzz(func(t *testing.T, present uint8, bw, loss, delay, prog, egress, ingress, dup, corrupt string) {
 		values := map[string]string{
 			KeyBandwidth: bw, KeyLoss: loss, KeyDelay: delay, KeyProgram: prog,
 			KeyEgressBandwidth: egress, KeyIngressBandwidth: ingress,
+			KeyDuplicate: dup, KeyCorrupt: corrupt,
 		}
 		ann := map[string]string{"unrelated/key": bw + loss}
 		for i, key := range AnnotationKeys() {
@@ -129,24 +130,47 @@ func checkValid(t *testing.T, p Policy) {
 		if b := dp.Bandwidth; b != nil {
 			if b.RateBitsPerSec < MinRateBitsPerSec || b.RateBitsPerSec > MaxRateBitsPerSec ||
 				(b.BurstBytes != 0 && (b.BurstBytes < MinBurstBytes || b.BurstBytes > MaxBurstBytes)) ||
-				(b.Mode != ModeDrop && b.Mode != ModePace && b.Mode != ModeTBF) {
+				(b.Mode != ModeDrop && b.Mode != ModePace && b.Mode != ModeTBF) ||
+				(b.Mode == ModeTBF && !b.Target.IsZero()) {
 				t.Fatalf("%s: invalid bandwidth %+v", d, *b)
 			}
+			checkTarget(t, d, b.Target)
 		}
 		if l := dp.Loss; l != nil {
-			ok := (l.Kind == LossUniform && l.Percent > 0 && l.Percent <= 100 && l.Threshold == 0) ||
-				(l.Kind == LossExponential && l.Threshold <= MaxLossThreshold && l.Percent == 0)
+			g := l.Gilbert
+			inRange := func(v float64) bool { return v >= 0 && v <= 100 }
+			ok := (l.Kind == LossUniform && l.Percent > 0 && l.Percent <= 100 && l.Threshold == 0 && g == Gilbert{}) ||
+				(l.Kind == LossExponential && l.Threshold <= MaxLossThreshold && l.Percent == 0 && g == Gilbert{}) ||
+				(l.Kind == LossGilbert && l.Percent == 0 && l.Threshold == 0 && g.P > 0 && inRange(g.P) && inRange(g.R) && inRange(g.H) && inRange(g.K))
 			if !ok {
 				t.Fatalf("%s: invalid loss %+v", d, *l)
 			}
-			if p := l.Probability(); !(p > 0 && p <= 1) || l.Threshold32() > 1<<32 {
+			// A Gilbert model may lose nothing (h = k = 100%).
+			if p := l.Probability(); !(p > 0 || (l.Kind == LossGilbert && p == 0)) || p > 1 || l.Threshold32() > 1<<32 {
 				t.Fatalf("%s: loss %+v has probability %v, threshold %d", d, *l, p, l.Threshold32())
 			}
+			checkTarget(t, d, l.Target)
+		}
+		if dd := dp.Duplicate; dd != nil {
+			if !(dd.Percent > 0 && dd.Percent <= 100) {
+				t.Fatalf("%s: invalid duplicate %+v", d, *dd)
+			}
+			checkTarget(t, d, dd.Target)
+		}
+		if c := dp.Corrupt; c != nil {
+			if !(c.Percent > 0 && c.Percent <= 100) {
+				t.Fatalf("%s: invalid corrupt %+v", d, *c)
+			}
+			checkTarget(t, d, c.Target)
+		}
+		if len(dp.Targets()) > 5 {
+			t.Fatalf("%s: %d targets, the datapath holds 5", d, len(dp.Targets()))
 		}
 		if dl := dp.Delay; dl != nil {
 			if dl.Delay <= 0 || dl.Delay > MaxDelay || dl.Jitter < 0 || dl.Jitter > dl.Delay {
 				t.Fatalf("%s: invalid delay %+v", d, *dl)
 			}
+			checkTarget(t, d, dl.Target)
 		}
 		if pr := dp.Program; pr != nil {
 			if !programNameRE.MatchString(pr.Name) || len(pr.Params) > MaxProgramParams {
@@ -161,21 +185,55 @@ func checkValid(t *testing.T, p Policy) {
 	}
 }
 
+// checkTarget asserts what the datapath relies on in a target.
+func checkTarget(t *testing.T, d Direction, tg Target) {
+	t.Helper()
+	if int(tg.nPeers) > MaxTargetPeers || int(tg.nPorts) > MaxTargetPorts {
+		t.Fatalf("%s: target %+v over its limits", d, tg)
+	}
+	for _, p := range tg.Peers() {
+		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			t.Fatalf("%s: target peer %v is not a canonical prefix", d, p)
+		}
+	}
+	for _, r := range tg.Ports() {
+		if r.Lo == 0 || r.Lo > r.Hi {
+			t.Fatalf("%s: target port range %+v", d, r)
+		}
+	}
+	switch tg.Proto {
+	case ProtoAny, ProtoTCP, ProtoUDP, ProtoSCTP:
+	case ProtoICMP:
+		if tg.nPorts > 0 {
+			t.Fatalf("%s: ports with ICMP: %+v", d, tg)
+		}
+	default:
+		t.Fatalf("%s: target protocol %q", d, tg.Proto)
+	}
+	if s := tg.Service; s.Name != "" && !serviceRE.MatchString(s.Name) || s.Namespace != "" && !namespaceRE.MatchString(s.Namespace) {
+		t.Fatalf("%s: target Service %+v", d, s)
+	}
+}
+
 // checkOnlyKind asserts that a key sets only its own kind of rule.
 func checkOnlyKind(t *testing.T, key string, p Policy) {
 	t.Helper()
 	for _, d := range Directions {
 		dp := p[d]
-		other := DirectionPolicy{}
+		other := dp
 		switch key {
 		case KeyBandwidth, KeyEgressBandwidth, KeyIngressBandwidth:
-			other = DirectionPolicy{Loss: dp.Loss, Delay: dp.Delay, Program: dp.Program}
+			other.Bandwidth = nil
 		case KeyLoss:
-			other = DirectionPolicy{Bandwidth: dp.Bandwidth, Delay: dp.Delay, Program: dp.Program}
+			other.Loss = nil
 		case KeyDelay:
-			other = DirectionPolicy{Bandwidth: dp.Bandwidth, Loss: dp.Loss, Program: dp.Program}
+			other.Delay = nil
 		case KeyProgram:
-			other = DirectionPolicy{Bandwidth: dp.Bandwidth, Loss: dp.Loss, Delay: dp.Delay}
+			other.Program = nil
+		case KeyDuplicate:
+			other.Duplicate = nil
+		case KeyCorrupt:
+			other.Corrupt = nil
 		}
 		if !other.IsEmpty() {
 			t.Fatalf("%s set other kinds of rule: %v", key, p)

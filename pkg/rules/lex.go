@@ -87,7 +87,7 @@ func isReserved(w string) bool {
 		return true
 	}
 	switch LossKind(strings.ToLower(w)) {
-	case LossUniform, LossExponential:
+	case LossUniform, LossExponential, LossGilbert:
 		return true
 	}
 	return false

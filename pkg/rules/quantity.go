@@ -32,8 +32,13 @@ func parseQuantityRate(value string) (uint64, error) {
 	if f := qty.AsApproximateFloat64(); !(f >= MinRateBitsPerSec && f <= MaxRateBitsPerSec) {
 		return 0, fmt.Errorf("rate %s is out of range: want 8k to 100G bits per second", q(s))
 	}
-	// Value rounds a fractional quantity up to the next whole bit.
-	return uint64(qty.Value()), nil
+	// Value rounds a fractional quantity up to the next whole bit, which
+	// may step over the limit ("100000000000.000001").
+	v := qty.Value()
+	if v > MaxRateBitsPerSec {
+		return 0, fmt.Errorf("rate %s is out of range: want 8k to 100G bits per second", q(s))
+	}
+	return uint64(v), nil
 }
 
 // maxQuantityExponent bounds the decimal exponent ("1e9") handed to

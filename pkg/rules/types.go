@@ -41,6 +41,8 @@ type Bandwidth struct {
 	// BurstBytes is the bucket size; 0 means "derive from the rate".
 	BurstBytes uint64
 	Mode       BandwidthMode
+	// Target limits the rule to some packets (zero: all). Not with tbf.
+	Target Target
 }
 
 // LossKind is the random distribution of injected loss.
@@ -49,6 +51,9 @@ type LossKind string
 const (
 	LossUniform     LossKind = "uniform"
 	LossExponential LossKind = "exponential"
+	// LossGilbert is the Gilbert-Elliott burst loss model, with netem's
+	// gemodel semantics.
+	LossGilbert LossKind = "gilbert"
 )
 
 // Loss is random packet loss for one direction.
@@ -59,12 +64,40 @@ type Loss struct {
 	// Threshold is the thesis's exponential threshold t in [0,1000]:
 	// P(drop) = e^(-t/100).
 	Threshold uint32
+	// Gilbert holds the Gilbert-Elliott parameters (Kind LossGilbert).
+	Gilbert Gilbert
+	// Target limits the rule to some packets (zero: all).
+	Target Target
+}
+
+// Gilbert is a two-state Markov loss model, as netem's gemodel: every
+// packet finds the link good or bad, is delivered with probability K
+// (good) or H (bad), and moves the state on: good to bad with probability
+// P, bad to good with R. All in percent, [0,100].
+type Gilbert struct {
+	P, R, H, K float64
+}
+
+// Duplicate sends a copy of some packets (netem's duplicate).
+type Duplicate struct {
+	// Percent is the probability a packet is duplicated, (0,100].
+	Percent float64
+	Target  Target
+}
+
+// Corrupt flips one random bit in the payload of some packets.
+type Corrupt struct {
+	// Percent is the probability a packet is corrupted, (0,100].
+	Percent float64
+	Target  Target
 }
 
 // Delay is added latency (EDT; needs fq on the hook's device).
 type Delay struct {
 	Delay  time.Duration
 	Jitter time.Duration
+	// Target limits the rule to some packets (zero: all).
+	Target Target
 }
 
 // Program is a custom program from the admin's program directory.
@@ -88,6 +121,8 @@ type DirectionPolicy struct {
 	Loss      *Loss
 	Delay     *Delay
 	Program   *Program
+	Duplicate *Duplicate
+	Corrupt   *Corrupt
 }
 
 // Policy is the effective rule set of one pod, indexed by Direction.

@@ -49,6 +49,9 @@ type Shaper struct {
 	// Flows keeps per-flow records (kubeshaper flows, flow export) for
 	// every interface applied from now on.
 	Flows bool
+	// Services resolves the Services rules target (to=svc:ns/name) to
+	// their addresses; nil resolves none.
+	Services datapath.ServicePeers
 }
 
 // New returns a Shaper using dp, with per-flow records on.
@@ -76,7 +79,7 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 	if err := s.preflight(ifc, cfgs); err != nil {
 		return err
 	}
-	if err := s.apply(ifc, cfgs, s.previous(ifc.Index)); err != nil {
+	if err := s.apply(ifc, pol, cfgs, s.previous(ifc.Index)); err != nil {
 		// Never leave a half-applied rule behind.
 		if cerr := s.Clear(ifc); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("rolling back %s: %w", ifc.Name, cerr))
@@ -136,10 +139,17 @@ func (s *Shaper) previous(ifindex int) (prev [2]*datapath.Config) {
 // EDT, its tc egress filter).
 func ownsQdisc(c *datapath.Config) bool { return c != nil && (c.UsesTBF() || c.NeedsFQ()) }
 
-func (s *Shaper) apply(ifc Interface, cfgs [2]datapath.Config, prev [2]*datapath.Config) error {
-	// Maps first, then filters: a filter never runs without its config.
+func (s *Shaper) apply(ifc Interface, pols rules.Policy, cfgs [2]datapath.Config, prev [2]*datapath.Config) error {
+	// Maps first, then filters: a filter never runs without its config;
+	// a target's peers before the rule that uses them.
 	for _, d := range rules.Directions {
-		if err := s.dp.Set(datapath.KeyOf(ifc.Index, d), cfgs[d]); err != nil {
+		key := datapath.KeyOf(ifc.Index, d)
+		if cfgs[d].Targeted() || (prev[d] != nil && prev[d].Targeted()) {
+			if err := s.dp.SetPeers(key, datapath.PeersFor(pols[d], s.Services)); err != nil {
+				return fmt.Errorf("%s: %w", ifc.Name, err)
+			}
+		}
+		if err := s.dp.Set(key, cfgs[d]); err != nil {
 			return fmt.Errorf("%s: %w", ifc.Name, err)
 		}
 	}

@@ -1,0 +1,255 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+)
+
+// Limits of the compiled targets (bpf/shaper.h).
+const (
+	maxTargets = 5
+	maxRanges  = 40
+)
+
+// kindFlags are the flag bits a rule of each kind sets, which its target
+// gates.
+func kindFlags(p rules.DirectionPolicy) []struct {
+	t     rules.Target
+	flags uint32
+} {
+	var out []struct {
+		t     rules.Target
+		flags uint32
+	}
+	add := func(t rules.Target, f shaperKsFlags) {
+		out = append(out, struct {
+			t     rules.Target
+			flags uint32
+		}{t, uint32(f)})
+	}
+	if b := p.Bandwidth; b != nil {
+		add(b.Target, shaperKsFlagsKS_F_RATE|shaperKsFlagsKS_F_PACE)
+	}
+	if l := p.Loss; l != nil {
+		add(l.Target, shaperKsFlagsKS_F_LOSS|shaperKsFlagsKS_F_GILBERT)
+	}
+	if d := p.Delay; d != nil {
+		add(d.Target, shaperKsFlagsKS_F_DELAY)
+	}
+	if d := p.Duplicate; d != nil {
+		add(d.Target, shaperKsFlagsKS_F_DUP)
+	}
+	if c := p.Corrupt; c != nil {
+		add(c.Target, shaperKsFlagsKS_F_CORRUPT)
+	}
+	return out
+}
+
+// setTargets compiles the direction's targets into the rule's sets of
+// targets (struct ks_targets): bit i of every set is p.Targets()[i].
+func (c *Config) setTargets(p rules.DirectionPolicy) error {
+	targets := p.Targets()
+	if len(targets) == 0 {
+		return nil
+	}
+	if len(targets) > maxTargets {
+		return fmt.Errorf("%d different targets in one direction: the datapath holds %d", len(targets), maxTargets)
+	}
+	if b := p.Bandwidth; b != nil && !b.Target.IsZero() && b.Mode == rules.ModeTBF {
+		return errors.New("mode=tbf cannot be limited to some packets (to=, port=, proto=)")
+	}
+	tg := &c.Tg
+	for _, kf := range kindFlags(p) {
+		if i := slices.Index(targets, kf.t); i >= 0 {
+			tg.Flags[i] |= kf.flags & c.Flags
+		}
+	}
+	for i, t := range targets {
+		bit := uint8(1) << i
+		switch t.Proto {
+		case rules.ProtoAny:
+			tg.AnyProto |= bit
+		case rules.ProtoTCP:
+			tg.Tcp |= bit
+		case rules.ProtoUDP:
+			tg.Udp |= bit
+		case rules.ProtoSCTP:
+			tg.Sctp |= bit
+		case rules.ProtoICMP:
+			tg.Icmp |= bit
+		default:
+			return fmt.Errorf("unknown protocol %q", t.Proto)
+		}
+		if !t.HasPeers() {
+			tg.AnyPeer |= bit
+		}
+		ports := t.Ports()
+		if len(ports) == 0 {
+			tg.AnyPort |= bit
+		}
+	rangeLoop:
+		for _, r := range ports {
+			for j := range tg.Nranges {
+				if e := &tg.Ranges[j]; e.Lo == r.Lo && e.Hi == r.Hi {
+					e.Targets |= bit
+					continue rangeLoop
+				}
+			}
+			if int(tg.Nranges) == maxRanges {
+				return fmt.Errorf("more than %d port ranges in one direction", maxRanges)
+			}
+			tg.Ranges[tg.Nranges] = shaperKsPortRange{Lo: r.Lo, Hi: r.Hi, Targets: bit}
+			tg.Nranges++
+		}
+	}
+	c.Flags |= uint32(shaperKsFlagsKS_F_TARGETED)
+	return nil
+}
+
+// Targeted reports whether some of the config's rules apply to targets
+// only.
+func (c Config) Targeted() bool { return c.Flags&uint32(shaperKsFlagsKS_F_TARGETED) != 0 }
+
+// PeerEntry is one prefix of ks_peers for a key: the targets (bit i =
+// target i) whose peers contain it.
+type PeerEntry struct {
+	Prefix  netip.Prefix
+	Targets uint32
+}
+
+// ServicePeers resolves a Service to the addresses that stand for it: its
+// endpoints' and its cluster IPs.
+type ServicePeers func(rules.ServiceRef) []netip.Prefix
+
+// PeersFor lists the ks_peers entries of a direction's targets, in the
+// target order of Config (p.Targets()). Every entry holds the targets of
+// all prefixes containing it, so the longest match answers for every
+// target. svc resolves Services (nil: none resolve, so a Service-only
+// target matches no peer).
+func PeersFor(p rules.DirectionPolicy, svc ServicePeers) []PeerEntry {
+	masks := map[netip.Prefix]uint32{}
+	for i, t := range p.Targets() {
+		peers := t.Peers()
+		if t.Service.Name != "" && svc != nil {
+			peers = append(peers, svc(t.Service)...)
+		}
+		for _, pr := range peers {
+			masks[pr.Masked()] |= 1 << i
+		}
+	}
+	out := make([]PeerEntry, 0, len(masks))
+	for pr := range masks {
+		var m uint32
+		for q, qm := range masks {
+			if q.Addr().Is4() == pr.Addr().Is4() && q.Bits() <= pr.Bits() && q.Contains(pr.Addr()) {
+				m |= qm
+			}
+		}
+		out = append(out, PeerEntry{Prefix: pr, Targets: m})
+	}
+	slices.SortFunc(out, func(a, b PeerEntry) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	return out
+}
+
+// PeerKey mirrors struct ks_peer_key.
+type PeerKey = shaperKsPeerKey
+
+func peerKey(key Key, pr netip.Prefix) PeerKey {
+	k := PeerKey{Ifindex: key.Ifindex, Dir: uint8(key.Dir), Prefixlen: 64 + uint32(pr.Bits())}
+	a := pr.Addr()
+	if a.Is4() {
+		k.Family = 4
+		b := a.As4()
+		copy(k.Addr[:], b[:])
+	} else {
+		k.Family = 6
+		b := a.As16()
+		copy(k.Addr[:], b[:])
+	}
+	return k
+}
+
+// peerKeysOf lists the ks_peers keys of key (every key when all is set).
+func (d *Datapath) peerKeysOf(key Key, all bool) ([]PeerKey, error) {
+	var out []PeerKey
+	var cur any
+	for {
+		var next PeerKey
+		err := d.objs.KsPeers.NextKey(cur, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing ks_peers: %w", err)
+		}
+		if all || (next.Ifindex == key.Ifindex && uint32(next.Dir) == key.Dir) {
+			out = append(out, next)
+		}
+		cur = next
+	}
+}
+
+// SetPeers makes key's entries of ks_peers exactly entries. Call it
+// before Set with the config the entries belong to, so that a new target
+// finds its peers in place; stale prefixes are removed last.
+func (d *Datapath) SetPeers(key Key, entries []PeerEntry) error {
+	want := make(map[PeerKey]uint32, len(entries))
+	for _, e := range entries {
+		want[peerKey(key, e.Prefix)] = e.Targets
+	}
+	have, err := d.peerKeysOf(key, false)
+	if err != nil {
+		return err
+	}
+	for k, v := range want {
+		if err := d.objs.KsPeers.Put(k, v); err != nil {
+			return fmt.Errorf("writing peers of %s: %w", keyString(key), err)
+		}
+	}
+	for _, k := range have {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if err := d.objs.KsPeers.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("deleting a peer of %s: %w", keyString(key), err)
+		}
+	}
+	return nil
+}
+
+// Peers lists key's entries of ks_peers.
+func (d *Datapath) Peers(key Key) ([]PeerEntry, error) {
+	keys, err := d.peerKeysOf(key, false)
+	if err != nil {
+		return nil, err
+	}
+	var out []PeerEntry
+	for _, k := range keys {
+		var v uint32
+		if err := d.objs.KsPeers.Lookup(k, &v); err != nil {
+			continue
+		}
+		out = append(out, PeerEntry{Prefix: k.Prefix(), Targets: v})
+	}
+	return out, nil
+}
+
+// Prefix is the key's prefix.
+func (k PeerKey) Prefix() netip.Prefix {
+	bits := int(k.Prefixlen) - 64
+	if k.Family == 4 {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), bits)
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(k.Addr), bits)
+}
