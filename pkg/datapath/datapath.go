@@ -100,3 +100,20 @@ func removePins(pinDir string) error {
 	}
 	return nil
 }
+
+// DefaultDuplicateMark is the skb->mark bit that tags a duplicate's clone
+// at a tc ingress hook between bpf_clone_redirect() and its return to the
+// program, which clears it (bpf/shaper.c, duplicate()).
+const DefaultDuplicateMark = 0x00100000
+
+// SetDuplicateMark changes that bit (the agent's --duplicate-mark), for
+// programs this process loaded. Packets a pod sends arrive with mark 0 (a
+// veth crossing network namespaces scrubs it), so the bit only has to be
+// one no filter running before kubeshaper's at the host veth's tc ingress
+// reads.
+func (d *Datapath) SetDuplicateMark(mark uint32) error {
+	if mark == 0 || mark&(mark-1) != 0 {
+		return fmt.Errorf("duplicate mark %#x: want a single bit", mark)
+	}
+	return d.objs.KsDupMark.Set(mark)
+}

@@ -467,3 +467,35 @@ func pseudoSum(src, dst netip.Addr, proto uint8, l4len int) uint16 {
 	}
 	return ^uint16(sum)
 }
+
+func TestSetDuplicateMark(t *testing.T) {
+	dp := openTest(t)
+	var m uint32
+	if err := dp.objs.KsDupMark.Get(&m); err != nil || m != DefaultDuplicateMark {
+		t.Fatalf("default mark %#x (%v), want %#x", m, err, DefaultDuplicateMark)
+	}
+	if err := dp.SetDuplicateMark(0x3); err == nil {
+		t.Fatal("two bits accepted")
+	}
+	if err := dp.SetDuplicateMark(0x8000_0000); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.objs.KsDupMark.Get(&m); err != nil || m != 0x8000_0000 {
+		t.Fatalf("mark %#x after set (%v)", m, err)
+	}
+	// A clone carrying the bit at tc ingress is recognized and the bit
+	// cleared; the others are duplicated.
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Duplicate: &rules.Duplicate{Percent: 100}})
+	ctx := &skbCtx{Mark: 0x8000_0001}
+	run(t, dp, rules.Egress, udpPacket(64), ctx)
+	if ctx.Mark != 1 {
+		t.Errorf("clone's mark %#x after the program, want the bit cleared (0x1)", ctx.Mark)
+	}
+	if c := counters(t, dp, rules.Egress); c.Duplicated != 0 {
+		t.Errorf("a clone was duplicated again")
+	}
+	run(t, dp, rules.Egress, udpPacket(64), nil)
+	if c := counters(t, dp, rules.Egress); c.Duplicated != 1 {
+		t.Errorf("%d duplicated, want 1", c.Duplicated)
+	}
+}

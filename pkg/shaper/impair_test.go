@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/kubeshaper/kubeshaper/pkg/attach"
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
@@ -120,5 +121,140 @@ func tcpTransfer(t *testing.T, from, to *netlab.Pod, port, size int) {
 	c.Close()
 	if n := <-got; n != int64(size) {
 		t.Fatalf("TCP transfer: %d of %d bytes", n, size)
+	}
+}
+
+// TestGilbertElliottRealTraffic: 100,000 UDP datagrams through a Gilbert
+// loss on pod egress; the loss rate and the mean length of runs of
+// consecutive missing sequence numbers match the model within 3σ.
+func TestGilbertElliottRealTraffic(t *testing.T) {
+	f := setup(t)
+	ifc := f.iface(t, f.a)
+	f.apply(t, ifc, parsePolicy(t, map[string]string{"kubeshaper.io/loss": "gilbert egress p=1% r=25% h=0% k=100%"}))
+	const n = 100000
+	bufErrs0, _ := netlab.SNMP(f.b, "Udp", "RcvbufErrors")
+	r := stream(t, f.a, f.b, 7003, n)
+	if e, _ := netlab.SNMP(f.b, "Udp", "RcvbufErrors"); e != bufErrs0 {
+		t.Fatalf("the receiver's socket buffer overflowed (%d): the count is not the rule's", e-bufErrs0)
+	}
+	lost, bursts := 0, 0
+	for i, c := range r.Seen {
+		if c == 0 {
+			lost++
+			if i == 0 || r.Seen[i-1] != 0 {
+				bursts++
+			}
+		}
+	}
+	p, rr := 0.01, 0.25
+	mu := p / (p + rr)
+	lambda := 1 - p - rr
+	sigma := math.Sqrt(n * mu * (1 - mu) * (1 + lambda) / (1 - lambda))
+	mean := float64(lost) / float64(bursts)
+	sdMean := math.Sqrt((1 - rr) / (rr * rr) / float64(bursts))
+	t.Logf("lost %d of %d (model %.0f ± %.0f), %d bursts, mean burst %.3f (model %.3f ± %.3f)", lost, n, n*mu, 3*sigma, bursts, mean, 1/rr, 3*sdMean)
+	if math.Abs(float64(lost)-n*mu) > 3*sigma {
+		t.Errorf("lost %d, want %.0f ± %.0f (3σ)", lost, n*mu, 3*sigma)
+	}
+	if math.Abs(mean-1/rr) > 3*sdMean {
+		t.Errorf("mean burst %.3f, want %.3f ± %.3f (3σ)", mean, 1/rr, 3*sdMean)
+	}
+	if c := f.counters(t, ifc, rules.Egress); int(c.DropPackets[datapath.ReasonLoss]) != lost {
+		t.Errorf("loss counter %d, receiver missed %d", c.DropPackets[datapath.ReasonLoss], lost)
+	}
+}
+
+// TestDuplicateRealTraffic: both directions (UDP only, so that ARP and
+// neighbour discovery do not blur the counts; the clone re-enters the hook
+// it was made at: tc ingress through the backlog, tagged by a mark bit;
+// tc egress synchronously, under a per-CPU guard): receivers get each
+// duplicated datagram twice, never thrice, at the rule's rate.
+func TestDuplicateRealTraffic(t *testing.T) {
+	f := setup(t)
+	ifc := f.iface(t, f.a)
+	f.apply(t, ifc, parsePolicy(t, map[string]string{"kubeshaper.io/duplicate": "both 5% proto=udp"}))
+	const n = 20000
+	for _, c := range []struct {
+		dir      rules.Direction
+		from, to *netlab.Pod
+	}{{rules.Egress, f.a, f.b}, {rules.Ingress, f.b, f.a}} {
+		before := f.counters(t, ifc, c.dir)
+		r := stream(t, c.from, c.to, 7004, n)
+		within3Sigma(t, c.dir.String()+": duplicated", r.Duplicates, n, 0.05)
+		for seq, k := range r.Seen {
+			if k > 2 {
+				t.Fatalf("%s: datagram %d arrived %d times: a clone was duplicated again", c.dir, seq, k)
+			}
+		}
+		if r.Received != n {
+			t.Errorf("%s: %d of %d arrived", c.dir, r.Received, n)
+		}
+		after := f.counters(t, ifc, c.dir)
+		if int(after.Duplicated-before.Duplicated) != r.Duplicates {
+			t.Errorf("%s: counted %d duplicates, receiver saw %d", c.dir, after.Duplicated-before.Duplicated, r.Duplicates)
+		}
+	}
+	// The mark bit never leaks: no clone with it reached the receiver's
+	// stack (it would have been duplicated again or counted twice above),
+	// and the rule's removal leaves no state behind.
+	f.inNode(t, func() error { return f.sh.Clear(ifc) })
+}
+
+// TestCorruptRealTraffic: corrupted datagrams fail the receiver's UDP
+// checksum (InCsumErrors) at the rule's rate, and none reaches the
+// application altered. Pod egress: the shaper turns TX checksum offload
+// off on the pod's eth0 so that its packets carry complete checksums.
+// Pod ingress from a sender on this node with offload on: the packets are
+// CHECKSUM_PARTIAL, which no receiver here would check, so they are left
+// intact (corrupt_skipped); from a sender whose checksums are complete (as
+// traffic from another node, after the NIC), they are corrupted.
+func TestCorruptRealTraffic(t *testing.T) {
+	f := setup(t)
+	ifc := f.iface(t, f.a)
+	const n, pct = 20000, 0.05
+	f.apply(t, ifc, parsePolicy(t, map[string]string{"kubeshaper.io/corrupt": "both 5%"}))
+	txOn := func(p *netlab.Pod) bool {
+		var on bool
+		if err := podnet.Do(p.Netns, func() (err error) { on, err = attach.TxChecksum("eth0"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return on
+	}
+	if txOn(f.a) {
+		t.Fatal("TX checksum offload still on on the pod's eth0 under a corrupt egress rule")
+	}
+	check := func(what string, from, to *netlab.Pod, dir rules.Direction, want float64) {
+		t.Helper()
+		csum0, _ := netlab.SNMP(to, "Udp", "InCsumErrors")
+		before := f.counters(t, ifc, dir)
+		r := stream(t, from, to, 7005, n)
+		csum, _ := netlab.SNMP(to, "Udp", "InCsumErrors")
+		after := f.counters(t, ifc, dir)
+		bad := int(csum - csum0)
+		within3Sigma(t, what+": checksum failures", bad, n, want)
+		if r.Mangled != 0 {
+			t.Errorf("%s: %d corrupted datagrams reached the application", what, r.Mangled)
+		}
+		if r.Received+bad != n {
+			t.Errorf("%s: %d arrived + %d failed checksums != %d sent", what, r.Received, bad, n)
+		}
+		if int(after.Corrupted-before.Corrupted) != bad {
+			t.Errorf("%s: counted %d corrupted, receiver saw %d checksum failures", what, after.Corrupted-before.Corrupted, bad)
+		}
+		if want == 0 {
+			within3Sigma(t, what+": skipped (partial checksums)", int(after.CorruptSkipped-before.CorruptSkipped), n, pct)
+		}
+	}
+	check("egress", f.a, f.b, rules.Egress, pct)
+	check("ingress from an offloading sender", f.b, f.a, rules.Ingress, 0)
+	if err := podnet.Do(f.b.Netns, func() error { return attach.SetTxChecksum("eth0", false) }); err != nil {
+		t.Fatal(err)
+	}
+	check("ingress, complete checksums", f.b, f.a, rules.Ingress, pct)
+
+	// The rule's removal gives the pod its offload back.
+	f.apply(t, ifc, rules.Policy{})
+	if !txOn(f.a) {
+		t.Error("TX checksum offload not restored after the corrupt rule went")
 	}
 }

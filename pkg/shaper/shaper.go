@@ -165,7 +165,29 @@ func (s *Shaper) apply(ifc Interface, pols rules.Policy, cfgs [2]datapath.Config
 		}
 	}
 	if ownsQdisc(prev[rules.Egress]) || ownsQdisc(&cfgs[rules.Egress]) {
-		return s.podQdisc(ifc, cfgs[rules.Egress])
+		if err := s.podQdisc(ifc, cfgs[rules.Egress]); err != nil {
+			return err
+		}
+	}
+	if cfgs[rules.Egress].Corrupts() || (prev[rules.Egress] != nil && prev[rules.Egress].Corrupts()) {
+		return s.podChecksums(ifc, !cfgs[rules.Egress].Corrupts())
+	}
+	return nil
+}
+
+// podChecksums turns TX checksum offload on the pod's eth0 off while a
+// corrupt rule acts on pod egress, and back on after. With offload on, the
+// pod's packets leave CHECKSUM_PARTIAL: no receiver on this node checks
+// them, so a flipped bit would go unnoticed (bpf/shaper.c, ks_corrupt);
+// off, the pod's kernel completes every checksum and the receiver's check
+// catches the corruption, as on a real link.
+func (s *Shaper) podChecksums(ifc Interface, offload bool) error {
+	if ifc.Pod.NetnsPath == "" {
+		return nil
+	}
+	err := podnet.Do(ifc.Pod.NetnsPath, func() error { return attach.SetTxChecksum(ifc.Pod.IfName, offload) })
+	if err != nil {
+		return fmt.Errorf("pod end of %s (%s in %s): %w", ifc.Name, ifc.Pod.IfName, ifc.Pod.NetnsPath, err)
 	}
 	return nil
 }
@@ -239,6 +261,11 @@ func (s *Shaper) Clear(ifc Interface) error {
 	known := prev[rules.Egress] != nil && prev[rules.Ingress] != nil
 	if !known || ownsQdisc(prev[rules.Ingress]) {
 		if err := attach.RemoveRootQdiscIfOurs(ifc.Index); err != nil && !isGone(err) {
+			errs = append(errs, err)
+		}
+	}
+	if prev[rules.Egress] != nil && prev[rules.Egress].Corrupts() {
+		if err := s.podChecksums(ifc, true); err != nil && !isGone(err) {
 			errs = append(errs, err)
 		}
 	}
