@@ -254,7 +254,7 @@ findmnt -rn -o TARGET | awk -v p="${CLUSTER_DIR}/" 'index($0, p) == 1' | grep -q
 # State goes; logs and the verdict stay.
 for d in "${CLUSTER_DIR}"/*; do
 	case "$(basename "${d}")" in
-	logs | logs.prev | down-report | timings) ;;
+	logs | logs.prev | down-report | timings | e2e-results.txt) ;;
 	*) rm -rf "${d}" ;;
 	esac
 done
