@@ -330,7 +330,7 @@ func probeRTTs(t *testing.T, p *netlab.Pod, server *net.UDPAddr, n int, interval
 type stats struct {
 	n                  int
 	mean, median       time.Duration
-	min, max, p05, p95 time.Duration
+	min, max, p10, p90 time.Duration
 }
 
 func summarize(d []time.Duration) (stats, error) {
@@ -346,7 +346,7 @@ func summarize(d []time.Duration) (stats, error) {
 	pct := func(p float64) time.Duration { return s[int(p*float64(len(s)-1)+0.5)] }
 	return stats{
 		n: len(s), mean: sum / time.Duration(len(s)), median: pct(0.5),
-		min: s[0], max: s[len(s)-1], p05: pct(0.05), p95: pct(0.95),
+		min: s[0], max: s[len(s)-1], p10: pct(0.10), p90: pct(0.90),
 	}, nil
 }
 

@@ -33,7 +33,7 @@ func TestSummarize(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.median != 51*time.Millisecond || s.min != time.Millisecond || s.max != 101*time.Millisecond ||
-		s.p05 != 6*time.Millisecond || s.p95 != 96*time.Millisecond || s.mean != 51*time.Millisecond {
+		s.p10 != 11*time.Millisecond || s.p90 != 91*time.Millisecond || s.mean != 51*time.Millisecond {
 		t.Errorf("summary %+v", s)
 	}
 	if _, err := summarize(nil); err == nil {

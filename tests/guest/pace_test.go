@@ -18,11 +18,17 @@ import (
 //
 // Bounds: from above strictly (+1 %: EDT never sends early and gives no
 // credit for idle time, so more than the rate is a bug). From below 1 %
-// too while the shaper's fq queue never ran dry (with a backlog, EDT
-// departures follow each other at exactly the rate, late timers or not);
-// where it did run dry the senders, starved of CPU in an emulated guest
-// (TCG: 1-2 Gbit/s unpaced, much less on a busy host), set the pace, and
-// only a gross shortfall fails. A TCG guest on a busy host also stalls now
+// too for pod ingress while the shaper's fq queue never ran dry (with a
+// backlog, EDT departures follow each other at exactly the rate, late
+// timers or not); where it did run dry the senders, starved of CPU in an
+// emulated guest (TCG: 1-2 Gbit/s unpaced, much less on a busy host), set
+// the pace, and only a gross shortfall (under 10 % of the rate) fails.
+// Pod egress is paced under the senders' own sockets: TCP paces itself
+// once fq is on its device (skb->tstamp from its cwnd/srtt estimate, which
+// kubeshaper never moves earlier), so there a backlog need not mean a busy
+// link — measured: −10 % with fq never empty on a heavily loaded host,
+// −0.1 % on a quiet one — and its lower bound is the loose one (its
+// figures are logged all the same). A TCG guest on a busy host also stalls now
 // and then, so each rate gets up to three measurements, all logged, and
 // passes on the first within bounds.
 const (
@@ -69,10 +75,13 @@ func TestPaceWireRate(t *testing.T) {
 							return fig, fmt.Sprintf("more than %.0f %% above the rate", 100*paceTolerance)
 						case e >= -paceTolerance:
 							return fig, ""
-						case dry < 0.01:
+						case fl.dir == rules.Ingress && dry < 0.01:
 							return fig, fmt.Sprintf("more than %.0f %% below the rate with a backlog in fq", 100*paceTolerance)
-						case e < -0.5:
-							return fig, "under half the rate"
+						case e < -0.9:
+							return fig, "under 10 % of the rate"
+						}
+						if fl.dir == rules.Egress {
+							return fig + " (below the rate: the senders' own pacing)", ""
 						}
 						return fig + " (below the rate: the senders ran dry)", ""
 					})
