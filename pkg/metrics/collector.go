@@ -196,7 +196,7 @@ var (
 	descRuleRate = desc("kubeshaper_rule_rate_bits",
 		"Requested bandwidth limit in bits per second (wire bytes x 8); absent without a bandwidth rule.")
 	descRuleLoss = desc("kubeshaper_rule_loss_ratio",
-		"Requested random loss probability (0-1); absent without a loss rule.")
+		"Requested random loss probability (0-1; Gilbert-Elliott: its stationary loss rate; with to=/port=/proto= targets, of the targeted packets); absent without a loss rule.")
 	descRuleInfo = desc("kubeshaper_rule_info",
 		"The rule applied, in the annotation grammar (\"monitor\": counted only).", "rule")
 	descAchievedRate = desc("kubeshaper_pod_achieved_rate_bits",
@@ -258,7 +258,7 @@ func (c *Collector) collectDirection(ch chan<- prometheus.Metric, v reconcile.Po
 		if r := cfg.RateBits(); r > 0 {
 			ch <- prometheus.MustNewConstMetric(descRuleRate, prometheus.GaugeValue, float64(r), lv...)
 		}
-		if p := cfg.LossProbability(); p > 0 {
+		if p := RequestedLoss(cfg); p > 0 {
 			ch <- prometheus.MustNewConstMetric(descRuleLoss, prometheus.GaugeValue, p, lv...)
 		}
 	}
@@ -268,4 +268,23 @@ func (c *Collector) collectDirection(ch chan<- prometheus.Metric, v reconcile.Po
 			ch <- prometheus.MustNewConstMetric(descAchievedLoss, prometheus.GaugeValue, a.LossRatio, lv...)
 		}
 	}
+}
+
+// RequestedLoss is the long-run share of packets a rule's loss drops:
+// uniform loss's probability, a Gilbert-Elliott chain's stationary loss
+// rate ((1-π)(1-k) + π(1-h), π = p/(p+r) the time in the bad state), or
+// both combined (independent draws).
+func RequestedLoss(c datapath.Config) float64 {
+	keep := 1 - c.LossProbability()
+	if c.GeP|c.GeR|c.GeH|c.Ge1k != 0 {
+		const one = 1 << 32
+		p, r := float64(c.GeP)/one, float64(c.GeR)/one
+		lossGood, lossBad := float64(c.Ge1k)/one, 1-float64(c.GeH)/one
+		bad := 0.0 // p = r = 0: the chain stays in the good state
+		if p+r > 0 {
+			bad = p / (p + r)
+		}
+		keep *= 1 - ((1-bad)*lossGood + bad*lossBad)
+	}
+	return 1 - keep
 }

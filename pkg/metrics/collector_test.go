@@ -262,3 +262,23 @@ func TestIdentityFromLister(t *testing.T) {
 		t.Errorf("%+v", got)
 	}
 }
+
+func TestRequestedLoss(t *testing.T) {
+	cases := []struct {
+		loss *rules.Loss
+		want float64
+	}{
+		{nil, 0},
+		{&rules.Loss{Kind: rules.LossUniform, Percent: 2}, 0.02},
+		// π(bad) = 1/(1+10); all lost in bad, none in good.
+		{&rules.Loss{Kind: rules.LossGilbert, Gilbert: rules.Gilbert{P: 1, R: 10, H: 0, K: 100}}, 1.0 / 11},
+		// π(bad) = 0.5; 50 % lost in bad, 10 % in good.
+		{&rules.Loss{Kind: rules.LossGilbert, Gilbert: rules.Gilbert{P: 5, R: 5, H: 50, K: 90}}, 0.5*0.1 + 0.5*0.5},
+	}
+	for _, tc := range cases {
+		got := RequestedLoss(cfgOf(t, rules.DirectionPolicy{Loss: tc.loss}))
+		if math.Abs(got-tc.want) > 1e-6 {
+			t.Errorf("%+v: %v, want %v", tc.loss, got, tc.want)
+		}
+	}
+}
