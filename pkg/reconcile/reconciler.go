@@ -174,7 +174,7 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 		}
 	}
 	if err := r.inNode(func() error { return r.sh.Apply(ifc, want) }); err != nil {
-		r.warnOnce(pod, ReasonApplyFailed, err.Error())
+		r.warnOnce(pod, ReasonApplyFailed, explain(err))
 		r.mu.Lock()
 		delete(r.applied, key)
 		r.mu.Unlock()
