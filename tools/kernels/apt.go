@@ -281,9 +281,14 @@ func pickImage(line string, names []string, versions map[string]string) (string,
 	return cands[len(cands)-1], nil
 }
 
+// abiBase is the per-ABI base package of newer kernels (config,
+// System.map, modules.builtin), not the generic linux-base.
+var abiBase = regexp.MustCompile(`^linux-base-[0-9]`)
+
 // resolve finds the image package of a kernel line and what must be
 // downloaded with it: split packages (7.x) put the kernel in
-// linux-binary-* and the modules in linux-modules-*.
+// linux-binary-* and the modules in linux-modules-*; since 6.16 the
+// config and modules.builtin are in linux-base-<ABI>.
 func (a *apt) resolve(line string) (image string, version string, pkgs []string, err error) {
 	out, err := a.run("/", "apt-cache", "pkgnames", "linux-image-")
 	if err != nil {
@@ -310,9 +315,22 @@ func (a *apt) resolve(line string) (image string, version string, pkgs []string,
 		return "", "", nil, err
 	}
 	pkgs = []string{image}
+	var parts []string
 	for _, d := range info[image].depends {
-		if strings.HasPrefix(d, "linux-binary-") || strings.HasPrefix(d, "linux-modules-") {
-			pkgs = append(pkgs, d)
+		if strings.HasPrefix(d, "linux-binary-") || strings.HasPrefix(d, "linux-modules-") || abiBase.MatchString(d) {
+			parts = append(parts, d)
+		}
+	}
+	if len(parts) > 0 {
+		// Only real packages (some are virtual, provided by the image).
+		real, err := a.show(parts...)
+		if err != nil {
+			return "", "", nil, err
+		}
+		for _, d := range parts {
+			if _, ok := real[d]; ok {
+				pkgs = append(pkgs, d)
+			}
 		}
 	}
 	return image, info[image].version, pkgs, nil

@@ -20,9 +20,30 @@ type kernel struct {
 	Root    string   `json:"-"` // extracted tree
 }
 
-func (k *kernel) vmlinuz() string { return filepath.Join(k.Root, "boot", "vmlinuz-"+k.Release) }
+// vmlinuz and config are in /boot up to 6.x, in the modules directory in
+// newer packages.
+func (k *kernel) vmlinuz() string {
+	return k.either(filepath.Join("boot", "vmlinuz-"+k.Release), "vmlinuz")
+}
 
-func (k *kernel) config() string { return filepath.Join(k.Root, "boot", "config-"+k.Release) }
+func (k *kernel) config() string {
+	return k.either(filepath.Join("boot", "config-"+k.Release), "config")
+}
+
+func (k *kernel) either(boot, inModDir string) string {
+	p := filepath.Join(k.Root, boot)
+	if _, err := os.Stat(p); err != nil {
+		if alt := filepath.Join(k.modDir(), inModDir); fileExists(alt) {
+			return alt
+		}
+	}
+	return p
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
 
 func (k *kernel) modDir() string { return filepath.Join(k.Root, "lib", "modules", k.Release) }
 
@@ -139,7 +160,10 @@ func fetchKernel(a *apt, cache string, k *kernel, pkgs []string) error {
 		}
 	}
 	if _, err := os.Stat(k.vmlinuz()); err != nil {
-		return fmt.Errorf("%s: no boot/vmlinuz-%s in %s", k.Package, k.Release, strings.Join(k.Debs, " "))
+		return fmt.Errorf("%s: no boot/vmlinuz-%s nor modules/%s/vmlinuz in %s", k.Package, k.Release, k.Release, strings.Join(k.Debs, " "))
+	}
+	if !fileExists(filepath.Join(k.modDir(), "modules.builtin")) {
+		return fmt.Errorf("%s: no modules.builtin in %s", k.Package, strings.Join(k.Debs, " "))
 	}
 	if out, err := exec.Command("depmod", "-b", k.Root, k.Release).CombinedOutput(); err != nil {
 		return fmt.Errorf("depmod -b %s %s: %v\n%s", k.Root, k.Release, err, out)
