@@ -24,7 +24,8 @@ type Options struct {
 	Resync time.Duration
 	// Kubeconfig replaces the admin kubeconfig (e.g. a service account's).
 	Kubeconfig string
-	// BPFFS replaces the World's pin directory.
+	// BPFFS replaces the World's pin directory; "-" passes no --bpffs (the
+	// agent's default, /sys/fs/bpf/kubeshaper).
 	BPFFS string
 	// Metrics serves /metrics on a free port (Agent.Metrics).
 	Metrics bool
@@ -34,6 +35,12 @@ type Options struct {
 	NoWait bool
 	// LogLevel is --log-level (default debug).
 	LogLevel string
+	// Wrap is a command the agent runs under (e.g. unshare ...); the
+	// agent's command line is appended to it.
+	Wrap []string
+	// Env is added to the agent's environment (e.g. GODEBUG=gctrace=1,
+	// whose lines LiveHeapMB reads).
+	Env []string
 }
 
 // Agent is a running kubeshaper-agent process.
@@ -80,15 +87,24 @@ func (w *World) StartAgent(o Options) *Agent {
 		"--kubeconfig", kubeconfig,
 		"--node-name", NodeName,
 		"--node-netns", w.NodeNetns(),
-		"--bpffs", pins,
 		"--metrics-addr", metrics,
 		"--health-addr", a.Health,
 		"--resync", o.Resync.String(),
 		"--log-level", o.LogLevel,
 		fmt.Sprintf("--cleanup-on-exit=%v", o.CleanupOnExit),
 	}
-	a.Cmd = exec.Command(Binary(w.T), append(args, o.Args...)...)
+	if pins != "-" {
+		args = append(args, "--bpffs", pins)
+	}
+	argv := append(append([]string{Binary(w.T)}, args...), o.Args...)
+	if len(o.Wrap) > 0 {
+		argv = append(append([]string{}, o.Wrap...), argv...)
+	}
+	a.Cmd = exec.Command(argv[0], argv[1:]...)
 	a.Cmd.Stdout, a.Cmd.Stderr = logf, logf
+	if len(o.Env) > 0 {
+		a.Cmd.Env = append(os.Environ(), o.Env...)
+	}
 	// Dies with the test binary (a panic, go test -timeout) instead of
 	// shaping a netns that is about to disappear.
 	a.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -313,4 +329,27 @@ func (a *Agent) StartupTook() (time.Duration, error) {
 		}
 	}
 	return 0, fmt.Errorf("no start-up reconcile line in the agent's log")
+}
+
+// LiveHeapMB is the live heap after the agent's last garbage collection,
+// from GODEBUG=gctrace=1 lines ("gc N @…: …, A->B->C MB, …": C), and the
+// number of collections so far; -1 without gctrace lines.
+func (a *Agent) LiveHeapMB() (live float64, gcs int) {
+	live = -1
+	for _, line := range strings.Split(a.Log(), "\n") {
+		if !strings.HasPrefix(line, "gc ") {
+			continue
+		}
+		for _, f := range strings.Split(line, ",") {
+			f = strings.TrimSpace(f)
+			if !strings.HasSuffix(f, " MB") || !strings.Contains(f, "->") {
+				continue
+			}
+			parts := strings.Split(strings.TrimSuffix(f, " MB"), "->")
+			if v, err := strconv.ParseFloat(parts[len(parts)-1], 64); err == nil {
+				live, gcs = v, gcs+1
+			}
+		}
+	}
+	return live, gcs
 }

@@ -144,6 +144,25 @@ func (w *World) plumb(p *netlab.Pod) error {
 		return err
 	}
 	defer podNs.Close()
+	return w.plumbVeth(p, podNs)
+}
+
+// ReplaceVeth deletes the pod's veth, if any, and creates a new pair with
+// the same names and addresses (a new host ifindex), as a CNI plugin
+// re-plumbing a sandbox does.
+func (w *World) ReplaceVeth(p *netlab.Pod) error {
+	if err := w.DeleteVeth(p); err != nil {
+		return err
+	}
+	podNs, err := netns.GetFromPath(p.Netns)
+	if err != nil {
+		return err
+	}
+	defer podNs.Close()
+	return w.plumbVeth(p, podNs)
+}
+
+func (w *World) plumbVeth(p *netlab.Pod, podNs netns.NsHandle) error {
 	nodeNs, err := netns.GetFromPath(w.NodeNetns())
 	if err != nil {
 		return err

@@ -31,7 +31,7 @@ func TestChurn(t *testing.T) {
 	cycles := envInt("KUBESHAPER_CHURN", 1000)
 	slots := envInt("KUBESHAPER_CHURN_SLOTS", 16)
 	w := agentenv.New(t, "rc")
-	ag := w.StartAgent(agentenv.Options{Metrics: true, LogLevel: "info"})
+	ag := w.StartAgent(agentenv.Options{Metrics: true, LogLevel: "info", Env: []string{"GODEBUG=gctrace=1"}})
 	c := &churner{w: w, cycles: cycles, warm: max(cycles/10, 50)}
 
 	start := time.Now()
@@ -39,6 +39,9 @@ func TestChurn(t *testing.T) {
 	errs := make(chan error, slots)
 	rssStart := 0
 	var warmAt time.Duration
+	heapStart := -1.0
+	var lastK int64
+	var profile []string // cycles:RSS MiB/live heap MB, every 1000 cycles
 	var peak atomic.Int64
 	sample := func() int {
 		kib, err := ag.RSSKiB()
@@ -70,6 +73,13 @@ loop:
 			sample()
 			if rssStart == 0 && c.done.Load() >= int64(c.warm) {
 				rssStart, warmAt = sample(), time.Since(start)
+				heapStart, _ = ag.LiveHeapMB()
+			}
+			if n := c.done.Load(); n/1000 > lastK {
+				lastK = n / 1000
+				h, _ := ag.LiveHeapMB()
+				kib, _ := ag.RSSKiB()
+				profile = append(profile, fmt.Sprintf("%d:%.1f/%.0f", n, mib(kib), h))
 			}
 			if exited, err := ag.Exited(); exited {
 				c.failed.Store(true)
@@ -106,6 +116,8 @@ loop:
 		rssStart = rssEnd
 	}
 	failures := ag.CountLog("reconcile failed")
+	heapEnd, gcs := ag.LiveHeapMB()
+	t.Logf("churn: live heap after GC %.0f → %.0f MB (%d collections); RSS/heap every 1000 cycles: %s", heapStart, heapEnd, gcs, strings.Join(profile, " "))
 	rate := float64(cycles) / took.Seconds()
 	t.Logf("churn: %d cycles in %.0f s (%.1f/s, %d at a time), RSS %.1f → %.1f MiB (start after %d warm-up cycles at %v, peak %.1f MiB), %d filters, %d entries (%s), %d pinned objects beyond the agent's maps, 0 pods tracked, settled %v after the last cycle; %d reconciles failed and were retried (veths deleted under the agent)",
 		cycles, took.Seconds(), rate, slots, mib(rssStart), mib(rssEnd), c.warm, warmAt.Round(time.Second), mib(int(peak.Load())),
