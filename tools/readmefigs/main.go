@@ -23,11 +23,12 @@ func main() {
 	}
 	out := string(readme)
 	sections := map[string]func() (string, error){
-		"BENCH-RATE":    rateTable,
-		"BENCH-LATENCY": latencyTable,
-		"BENCH-LOSS":    lossTable,
-		"BENCH-PROG":    progTable,
-		"BENCH-AGENT":   agentTable,
+		"BENCH-RATE":       rateTable,
+		"BENCH-LATENCY":    latencyTable,
+		"BENCH-LOSS":       lossTable,
+		"BENCH-PROG":       progTable,
+		"BENCH-AGENT":      agentTable,
+		"BENCH-MONITORING": monitoringTable,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
