@@ -37,6 +37,11 @@ const (
 	// is also the order `tc filter show` lists them in.
 	FilterPriority uint16 = 1
 
+	// ProgramPriority is the slot of a custom program (kubeshaper.io/
+	// program): the same handle, priority 2, right after kubeshaper's own
+	// filter, which passes on what it lets through (TC_ACT_UNSPEC).
+	ProgramPriority uint16 = 2
+
 	// FilterHandle is our cls_bpf handle: 0x4b53, "KS" in ASCII. Tools that
 	// let the kernel pick get 1, 2, …; Cilium uses 1. Seen by
 	// `tc filter show` as "handle 0x4b53".

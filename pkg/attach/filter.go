@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	tc "github.com/florianl/go-tc"
@@ -36,6 +37,17 @@ type Filter struct {
 // name must start with NamePrefix, or we could not find the filter again.
 // A filter of another tool in our slot is left alone: ErrForeignFilter.
 func AttachFilter(ifindex int, hook Hook, progFD int, name string) error {
+	return attachAt(FilterPriority, ifindex, hook, progFD, name)
+}
+
+// AttachProgramFilter is AttachFilter for the second slot (priority
+// ProgramPriority): a custom program, which runs after kubeshaper's own
+// when that lets the packet go on (TC_ACT_UNSPEC).
+func AttachProgramFilter(ifindex int, hook Hook, progFD int, name string) error {
+	return attachAt(ProgramPriority, ifindex, hook, progFD, name)
+}
+
+func attachAt(prio uint16, ifindex int, hook Hook, progFD int, name string) error {
 	const op = "attach filter"
 	if !strings.HasPrefix(name, NamePrefix) {
 		return failHook(op, ifindex, hook, fmt.Errorf("filter name %q lacks the prefix %q", name, NamePrefix))
@@ -62,14 +74,14 @@ func AttachFilter(ifindex int, hook Hook, progFD int, name string) error {
 		return failHook(op, ifindex, hook, err)
 	}
 	for i := range existing {
-		if inOurSlot(&existing[i]) && !hasOurName(&existing[i]) {
+		if inSlot(&existing[i], prio) && !hasOurName(&existing[i]) {
 			return failHook(op, ifindex, hook, fmt.Errorf("%w (%s)", ErrForeignFilter, describeFilter(&existing[i])))
 		}
 	}
 
 	fd := uint32(progFD)
 	flags := uint32(tc.BpfActDirect)
-	obj := filterObject(ifindex, parent)
+	obj := filterObject(ifindex, parent, prio)
 	obj.BPF = &tc.Bpf{FD: &fd, Name: &name, Flags: &flags}
 	if err := conn.Filter().Replace(obj); err != nil {
 		return failHook(op, ifindex, hook, fmt.Errorf("%s: %w", name, err))
@@ -85,6 +97,16 @@ func AttachFilter(ifindex int, hook Hook, progFD int, name string) error {
 // is deleted too; a clsact that still holds anything — another tool's
 // filter, or ours on the other hook — stays (see removeClsactIfEmpty).
 func DetachFilter(ifindex int, hook Hook) error {
+	return detachAt(FilterPriority, ifindex, hook)
+}
+
+// DetachProgramFilter removes our custom-program filter (the second slot)
+// from the hook, if there is one.
+func DetachProgramFilter(ifindex int, hook Hook) error {
+	return detachAt(ProgramPriority, ifindex, hook)
+}
+
+func detachAt(prio uint16, ifindex int, hook Hook) error {
 	const op = "detach filter"
 	parent, err := hook.parent()
 	if err != nil {
@@ -102,12 +124,12 @@ func DetachFilter(ifindex int, hook Hook) error {
 	}
 	found := false
 	for i := range existing {
-		found = found || (inOurSlot(&existing[i]) && hasOurName(&existing[i]))
+		found = found || (inSlot(&existing[i], prio) && hasOurName(&existing[i]))
 	}
 	if !found {
 		return nil
 	}
-	obj := filterObject(ifindex, parent)
+	obj := filterObject(ifindex, parent, prio)
 	if err := conn.Filter().Delete(obj); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
 		return failHook(op, ifindex, hook, err)
 	}
@@ -117,14 +139,26 @@ func DetachFilter(ifindex int, hook Hook) error {
 	return nil
 }
 
-// ListFilters returns our filters on the interface, ingress hook first.
+// ListFilters returns our filters on the interface, ingress hook first:
+// kubeshaper's own (the first slot), not custom programs.
 func ListFilters(ifindex int) ([]Filter, error) {
 	conn, err := dial()
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	return listFilters(conn, ifindex)
+	return listFilters(conn, ifindex, FilterPriority)
+}
+
+// ListProgramFilters returns our custom-program filters (the second slot)
+// on the interface, ingress hook first.
+func ListProgramFilters(ifindex int) ([]Filter, error) {
+	conn, err := dial()
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return listFilters(conn, ifindex, ProgramPriority)
 }
 
 // ListAllOurs returns our filters on every interface of the netns, keyed
@@ -147,7 +181,7 @@ func ListAllOurs() (map[int][]Filter, error) {
 		if q.Kind != "clsact" || q.Parent != tc.HandleIngress {
 			continue
 		}
-		filters, err := listFilters(conn, int(q.Ifindex))
+		filters, err := listFilters(conn, int(q.Ifindex), FilterPriority, ProgramPriority)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +192,7 @@ func ListAllOurs() (map[int][]Filter, error) {
 	return ours, nil
 }
 
-func listFilters(conn *tc.Tc, ifindex int) ([]Filter, error) {
+func listFilters(conn *tc.Tc, ifindex int, prios ...uint16) ([]Filter, error) {
 	var ours []Filter
 	for _, hook := range Hooks {
 		filters, err := dumpFilters(conn, ifindex, hook)
@@ -167,7 +201,7 @@ func listFilters(conn *tc.Tc, ifindex int) ([]Filter, error) {
 		}
 		for i := range filters {
 			f := &filters[i]
-			if !inOurSlot(f) || !hasOurName(f) {
+			if !hasOurName(f) || !slices.ContainsFunc(prios, func(p uint16) bool { return inSlot(f, p) }) {
 				continue
 			}
 			ours = append(ours, Filter{
@@ -208,7 +242,7 @@ func dumpFilters(conn *tc.Tc, ifindex int, hook Hook) ([]tc.Object, error) {
 // filterObject addresses our slot on a hook: kind, priority, protocol,
 // handle, chain 0 — everything the kernel needs to find, change or delete
 // exactly that filter.
-func filterObject(ifindex int, parent uint32) *tc.Object {
+func filterObject(ifindex int, parent uint32, prio uint16) *tc.Object {
 	return &tc.Object{
 		Msg: tc.Msg{
 			Family:  unix.AF_UNSPEC,
@@ -217,14 +251,14 @@ func filterObject(ifindex int, parent uint32) *tc.Object {
 			Parent:  parent,
 			// tcm_info: priority in the upper 16 bits, the protocol
 			// (ETH_P_ALL, network byte order) in the lower ones.
-			Info: uint32(FilterPriority)<<16 | uint32(htons(unix.ETH_P_ALL)),
+			Info: uint32(prio)<<16 | uint32(htons(unix.ETH_P_ALL)),
 		},
 		Attribute: tc.Attribute{Kind: "bpf"},
 	}
 }
 
-func inOurSlot(f *tc.Object) bool {
-	return f.Kind == "bpf" && f.Handle == FilterHandle && priority(f) == FilterPriority &&
+func inSlot(f *tc.Object, prio uint16) bool {
+	return f.Kind == "bpf" && f.Handle == FilterHandle && priority(f) == prio &&
 		(f.Chain == nil || *f.Chain == 0)
 }
 

@@ -36,6 +36,14 @@ func pkt(proto uint8, src, dst netip.Addr, sport, dport uint16, payload int) []b
 		s, d := src.As4(), dst.As4()
 		copy(ip[12:16], s[:])
 		copy(ip[16:20], d[:])
+		var sum uint32
+		for i := 0; i < 20; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+		}
+		for sum>>16 != 0 {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
 	} else {
 		binary.BigEndian.PutUint16(p[12:], 0x86dd)
 		ip[0] = 0x60

@@ -9,6 +9,7 @@ package shaper
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -52,6 +53,9 @@ type Shaper struct {
 	// Services resolves the Services rules target (to=svc:ns/name) to
 	// their addresses; nil resolves none.
 	Services datapath.ServicePeers
+	// ProgramDir is the admin's directory of custom programs
+	// (kubeshaper.io/program); empty refuses them.
+	ProgramDir string
 }
 
 // New returns a Shaper using dp, with per-flow records on.
@@ -244,6 +248,102 @@ func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
 	return nil
 }
 
+// hookOf is where a direction of the pod runs on its host veth.
+func hookOf(d rules.Direction) attach.Hook {
+	if d == rules.Ingress {
+		return attach.HookEgress
+	}
+	return attach.HookIngress
+}
+
+// ProgramStatus is what ApplyPrograms did for one direction.
+type ProgramStatus struct {
+	// Filter is the name the rule's program filter has (or would have:
+	// it changes with the object file and the parameters); "" without a
+	// program.
+	Filter string
+	// Err is why the program is not running, nil if it is (or none is
+	// asked for). A *datapath.ProgramError when the file or the load
+	// failed.
+	Err error
+}
+
+// ApplyPrograms puts the custom programs pol asks for (kubeshaper.io/
+// program) on ifc, each behind kubeshaper's own filter in the second slot
+// of its hook, and removes those it no longer asks for. It is a separate
+// step from Apply, run after it: a program that cannot be loaded (missing
+// file, bad parameter, verifier rejection) leaves no program on that hook
+// and does not touch the built-in rules, which keep working. A program
+// whose filter already carries the wanted name (same file content, same
+// parameters) is left as it is.
+func (s *Shaper) ApplyPrograms(ifc Interface, pol rules.Policy) [2]ProgramStatus {
+	var out [2]ProgramStatus
+	var present []attach.Filter
+	listErr := error(nil)
+	present, listErr = attach.ListProgramFilters(ifc.Index)
+	for _, d := range rules.Directions {
+		hook := hookOf(d)
+		p := pol[d].Program
+		if p == nil {
+			if err := attach.DetachProgramFilter(ifc.Index, hook); err != nil && !isGone(err) {
+				out[d].Err = err
+			}
+			continue
+		}
+		name, err := datapath.CustomFilterName(s.ProgramDir, *p, d)
+		if err != nil {
+			out[d].Err = err
+			if derr := attach.DetachProgramFilter(ifc.Index, hook); derr != nil && !isGone(derr) {
+				out[d].Err = errors.Join(err, derr)
+			}
+			continue
+		}
+		out[d].Filter = name
+		if listErr == nil && slices.ContainsFunc(present, func(f attach.Filter) bool { return f.Hook == hook && f.Name == name }) {
+			continue
+		}
+		prog, name, err := s.dp.LoadCustom(s.ProgramDir, *p, d)
+		if err != nil {
+			out[d].Err = err
+			if derr := attach.DetachProgramFilter(ifc.Index, hook); derr != nil && !isGone(derr) {
+				out[d].Err = errors.Join(err, derr)
+			}
+			continue
+		}
+		out[d].Filter = name
+		err = attach.AttachProgramFilter(ifc.Index, hook, prog.FD(), name)
+		prog.Close() // the filter holds the program
+		if err != nil {
+			out[d].Err = err
+		}
+	}
+	return out
+}
+
+// ProgramsIntact reports whether ifc carries exactly the program filters
+// named in want (a "" name: none on that hook).
+func (s *Shaper) ProgramsIntact(ifc Interface, want [2]string) bool {
+	present, err := attach.ListProgramFilters(ifc.Index)
+	if err != nil {
+		return false
+	}
+	for _, d := range rules.Directions {
+		n := 0
+		for _, f := range present {
+			if f.Hook == hookOf(d) {
+				if f.Name != want[d] {
+					return false
+				}
+				n++
+			}
+		}
+		if (want[d] != "") != (n == 1) {
+			return false
+		}
+	}
+	return true
+}
+
 // Clear removes everything kubeshaper put on ifc: both filters, the map
 // entries of both directions, and qdiscs it created (host and pod side).
 // Other tools' filters and qdiscs are left alone. It tries every step and
@@ -251,6 +351,10 @@ func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
 func (s *Shaper) Clear(ifc Interface) error {
 	var errs []error
 	for _, h := range attach.Hooks {
+		// Custom programs first: the clsact goes with the last filter.
+		if err := attach.DetachProgramFilter(ifc.Index, h); err != nil && !isGone(err) {
+			errs = append(errs, err)
+		}
 		if err := attach.DetachFilter(ifc.Index, h); err != nil && !isGone(err) {
 			errs = append(errs, err)
 		}
