@@ -48,7 +48,7 @@ func flows(args []string, out io.Writer) error {
 			return err
 		}
 	}
-	all, err := dp.Flows()
+	all, err := dp.FlowsBatch()
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,10 @@ import (
 
 // Source is what the exporter reads and expires (*datapath.Datapath).
 type Source interface {
-	Flows() ([]datapath.Flow, error)
+	// FlowsBatch lists the records (cheaply: batch lookups).
+	FlowsBatch() ([]datapath.Flow, error)
+	// ExpireFlows removes and returns the records idle that long or of
+	// interfaces in gone.
 	ExpireFlows(idle time.Duration, gone map[uint32]bool) ([]datapath.Flow, error)
 	FlowClock() (func(jiffies uint64) time.Time, error)
 }
@@ -123,11 +126,30 @@ func (e *Exporter) pass(final bool) error {
 	if final {
 		idle = 0
 	}
-	expired, err := e.src.ExpireFlows(idle, gone)
+	// One cheap listing; the datapath's expiry (which lists again and
+	// reads the clock per record) only when some record is due.
+	all, err := e.src.FlowsBatch()
 	if err != nil {
-		errs = append(errs, err) // what was expired before the error is in expired
+		e.failures.Add(1)
+		return err
 	}
-	now := time.Now().UTC().Format(time.RFC3339Nano)
+	now := time.Now()
+	due := final
+	for _, f := range all {
+		if gone[f.Key.Ifindex] || now.Sub(clock(f.Stats.LastJiffies)) >= idle {
+			due = true
+			break
+		}
+	}
+	var expired []datapath.Flow
+	if due {
+		expired, err = e.src.ExpireFlows(idle, gone)
+		if err != nil {
+			errs = append(errs, err) // what was expired before the error is in expired
+		}
+	}
+	stamp := now.UTC().Format(time.RFC3339Nano)
+	done := make(map[datapath.FlowKey]bool, len(expired))
 	for _, f := range expired {
 		end := EndIdle
 		switch {
@@ -140,24 +162,21 @@ func (e *Exporter) pass(final bool) error {
 		if old, seen := e.live[f.Key]; seen && gone[f.Key.Ifindex] {
 			info, ok = old.info, old.ok
 		}
-		errs = append(errs, e.write(f, clock, end, now, info, ok))
-		delete(e.live, f.Key)
-	}
-	all, err := e.src.Flows()
-	if err != nil {
-		errs = append(errs, err)
-		return e.finish(errs)
+		errs = append(errs, e.write(f, clock, end, stamp, info, ok))
+		done[f.Key] = true
 	}
 	cur := make(map[datapath.FlowKey]liveFlow, len(all))
 	for _, f := range all {
-		info, ok := e.known[f.Key.Ifindex]
-		cur[f.Key] = liveFlow{f, info, ok}
+		if !done[f.Key] {
+			info, ok := e.known[f.Key.Ifindex]
+			cur[f.Key] = liveFlow{f, info, ok}
+		}
 	}
 	for k, old := range e.live {
-		if _, ok := cur[k]; !ok {
+		if _, ok := cur[k]; !ok && !done[k] {
 			// Gone without our expiry: exported as last read, with the
 			// clock of that read (its ages were measured then).
-			errs = append(errs, e.write(old.f, e.clock, EndVanished, now, old.info, old.ok))
+			errs = append(errs, e.write(old.f, e.clock, EndVanished, stamp, old.info, old.ok))
 		}
 	}
 	e.live, e.clock = cur, clock
