@@ -90,16 +90,15 @@ func (d *Datapath) ExpireFlows(idle time.Duration, gone map[uint32]bool) ([]Flow
 	if err != nil {
 		return nil, err
 	}
+	wall, err := d.FlowClock() // one clock reading for the whole pass
+	if err != nil {
+		return nil, err
+	}
+	cutoff := time.Now().Add(-idle)
 	var out []Flow
 	for _, f := range all {
-		if !gone[f.Key.Ifindex] {
-			ago, err := d.jiffiesAgo(f.Stats.LastJiffies)
-			if err != nil {
-				return nil, err
-			}
-			if ago < idle {
-				continue
-			}
+		if !gone[f.Key.Ifindex] && wall(f.Stats.LastJiffies).After(cutoff) {
+			continue
 		}
 		if err := d.objs.KsFlows.Delete(f.Key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return out, fmt.Errorf("expiring a flow: %w", err)
@@ -111,17 +110,13 @@ func (d *Datapath) ExpireFlows(idle time.Duration, gone map[uint32]bool) ([]Flow
 
 // Seen returns when the flow was first and last seen, in wall-clock time
 // (to the kernel tick: flows are stamped in jiffies).
+// Converting many records, use FlowClock once instead.
 func (d *Datapath) Seen(s FlowStats) (first, last time.Time, err error) {
-	fa, err := d.jiffiesAgo(s.FirstJiffies)
+	wall, err := d.FlowClock()
 	if err != nil {
 		return first, last, err
 	}
-	la, err := d.jiffiesAgo(s.LastJiffies)
-	if err != nil {
-		return first, last, err
-	}
-	now := time.Now()
-	return now.Add(-fa), now.Add(-la), nil
+	return wall(s.FirstJiffies), wall(s.LastJiffies), nil
 }
 
 // ForgetFlows deletes every flow record of ifindex (its pod is gone or its

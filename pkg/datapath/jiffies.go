@@ -59,19 +59,3 @@ func (d *Datapath) HZ() (float64, error) {
 	})
 	return d.clock.hz, d.clock.err
 }
-
-// jiffiesAgo is how long ago a jiffies timestamp was.
-func (d *Datapath) jiffiesAgo(j uint64) (time.Duration, error) {
-	hz, err := d.HZ()
-	if err != nil {
-		return 0, err
-	}
-	now, _, err := d.readClock()
-	if err != nil {
-		return 0, err
-	}
-	if j > now {
-		return 0, nil
-	}
-	return time.Duration(float64(now-j) / hz * float64(time.Second)), nil
-}
