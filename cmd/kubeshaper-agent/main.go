@@ -43,6 +43,7 @@ type options struct {
 	nodeNetns     string
 	resync        time.Duration
 	workers       int
+	impair        impairOptions
 	nsSelector    string
 }
 
@@ -60,6 +61,7 @@ func main() {
 	fs.StringVar(&o.nodeNetns, "node-netns", "", "netns path holding the pods' host veths (default: the agent's own; for tests)")
 	fs.DurationVar(&o.resync, "resync", time.Minute, "period of the full level-triggered resync and leftover collection")
 	fs.IntVar(&o.workers, "workers", 2, "pods reconciled in parallel")
+	addImpairFlags(fs, &o.impair)
 	fs.StringVar(&o.nsSelector, "namespace-selector", "", "label selector on Namespaces (e.g. 'kubeshaper.io/allowed=true'): only their pods are shaped and counted; pods of other namespaces are left alone even when annotated (default: every namespace)")
 	fs.Parse(os.Args[1:])
 
@@ -161,6 +163,9 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 		return err
 	}
 	defer dp.Close()
+	if err := o.impair.apply(dp); err != nil {
+		return err
+	}
 
 	w, err := kube.NewWatcher(client, o.nodeName, o.resync)
 	if err != nil {
@@ -177,7 +182,7 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	defer bc.Shutdown()
 	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
 
-	rec := reconcile.New(w, dp, recorder, log, reconcile.Options{NodeNetns: o.nodeNetns})
+	rec := reconcile.New(w, dp, recorder, log, reconcile.Options{NodeNetns: o.nodeNetns, ProgramDir: o.impair.programDir})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

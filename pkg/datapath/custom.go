@@ -292,25 +292,47 @@ func wrap(spec *ebpf.CollectionSpec, prog *ebpf.ProgramSpec, dirn rules.Directio
 	return out, prog.Name, nil
 }
 
-// trimVerifierLog keeps the verifier's conclusion and the few lines that
-// lead to it: an Event has room for a message, not for the whole log.
+// trimVerifierLog keeps the verifier's conclusion and the instructions
+// that lead to it: an Event has room for a message, not for the whole
+// log. The reason comes first, then up to three instructions before it,
+// e.g. "invalid access to packet, off=100 size=1 … (at 43: (0f) r1 += r2
+// | 44: (71) r1 = *(u8 *)(r1 +0))".
 func trimVerifierLog(ve *ebpf.VerifierError) string {
-	const maxLines, maxLen = 6, 600
+	const maxLen = 600
 	var lines []string
 	for _, l := range ve.Log {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l)
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "processed ") || strings.HasPrefix(l, "verification time") || strings.HasPrefix(l, "stack depth") {
+			continue
 		}
+		lines = append(lines, l)
 	}
-	if len(lines) > maxLines {
-		lines = lines[len(lines)-maxLines:]
+	isInsn := func(l string) bool {
+		i := strings.IndexByte(l, ':')
+		_, err := strconv.Atoi(l[:max(i, 0)])
+		return i > 0 && err == nil && strings.HasPrefix(l[i:], ": (")
 	}
-	s := strings.Join(lines, " | ")
-	if len(s) > maxLen {
-		s = "…" + s[len(s)-maxLen:]
+	end := len(lines)
+	start := end
+	for start > 0 && !isInsn(lines[start-1]) {
+		start--
+	}
+	reason := strings.Join(lines[start:end], "; ")
+	var at []string
+	for i := start - 1; i >= 0 && len(at) < 3 && isInsn(lines[i]); i-- {
+		// Drop the register state after ';': long, and in the reason.
+		l, _, _ := strings.Cut(lines[i], ";")
+		at = append([]string{strings.TrimSpace(l)}, at...)
+	}
+	s := reason
+	if len(at) > 0 {
+		s += " (at " + strings.Join(at, " | ") + ")"
 	}
 	if s == "" {
 		s = ve.Error()
+	}
+	if len(s) > maxLen {
+		s = s[:maxLen] + "…"
 	}
 	return s
 }

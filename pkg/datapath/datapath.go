@@ -26,6 +26,8 @@ type Datapath struct {
 	namesOnce sync.Once
 	names     *ebpf.Map
 	namesErr  error
+
+	first firstApplied
 }
 
 // Open loads the programs and opens (or creates) the maps pinned under
@@ -73,6 +75,9 @@ func (d *Datapath) Close() error {
 	if d.names != nil {
 		d.names.Close()
 	}
+	if d.first.m != nil {
+		d.first.m.Close()
+	}
 	return d.objs.Close()
 }
 
@@ -93,7 +98,7 @@ func (d *Datapath) Program(dir rules.Direction) *ebpf.Program {
 func RemovePins(pinDir string) error { return removePins(pinDir) }
 
 func removePins(pinDir string) error {
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap} {
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -505,5 +506,40 @@ func TestSetDuplicateMark(t *testing.T) {
 	run(t, dp, rules.Egress, udpPacket(64), nil)
 	if c := counters(t, dp, rules.Egress); c.Duplicated != 1 {
 		t.Errorf("%d duplicated, want 1", c.Duplicated)
+	}
+}
+
+func TestRuleSetRecordsSurviveReopen(t *testing.T) {
+	dp := openTest(t)
+	k := NewRuleSetKey("uid-1", "pod: loss uniform egress 1%; duration=10s")
+	t0 := time.Unix(1_800_000_000, 0)
+	r, err := dp.RuleSet(k, t0)
+	if err != nil || !r.FirstApplied().Equal(t0) || r.Announced != 0 {
+		t.Fatalf("first: %+v %v", r, err)
+	}
+	if r, _ := dp.RuleSet(k, t0.Add(time.Hour)); !r.FirstApplied().Equal(t0) {
+		t.Fatalf("the first time moved: %v", r.FirstApplied())
+	}
+	if err := dp.AnnounceRuleSet(k); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(dp.PinDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if r, _ := again.RuleSet(k, t0.Add(2*time.Hour)); !r.FirstApplied().Equal(t0) || r.Announced != 1 {
+		t.Fatalf("after reopen: %+v", r)
+	}
+	other := NewRuleSetKey("uid-2", "x")
+	again.RuleSet(other, t0)
+	if err := again.ForgetRuleSets(func(p [16]byte) bool { return p == PodKey("uid-2") }); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := again.RuleSet(k, t0.Add(3*time.Hour)); !r.FirstApplied().Equal(t0.Add(3 * time.Hour)) {
+		t.Fatalf("uid-1's record was not forgotten: %+v", r)
+	}
+	if r, _ := again.RuleSet(other, t0.Add(time.Hour)); !r.FirstApplied().Equal(t0) {
+		t.Fatalf("uid-2's record was forgotten")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
@@ -20,6 +21,19 @@ type Desired struct {
 	ServiceErrors map[string][]*rules.AnnotationError
 	// Monitor is false when the pod opted out of counting.
 	Monitor bool
+	// Sources are the objects Policy merges, Services (by name) then the
+	// pod, each with its own rules and time limit (kubeshaper.io/until,
+	// kubeshaper.io/duration end the rules of the object they are on).
+	Sources []Source
+}
+
+// Source is one object's part of a pod's policy.
+type Source struct {
+	Kind   string // "Pod" or "Service"
+	Name   string
+	UID    types.UID
+	Policy rules.Policy
+	Limit  rules.TimeLimit
 }
 
 // DesiredFor computes a pod's policy from its own annotations and those of
@@ -31,17 +45,24 @@ func DesiredFor(pod *corev1.Pod, svcs []*corev1.Service) Desired {
 	var inherited []rules.Policy
 	for _, s := range svcs {
 		p, errs := rules.ParseAnnotations(s.Annotations)
-		if len(errs) > 0 {
+		lim, lerrs := rules.ParseTimeLimit(s.Annotations)
+		if errs = append(errs, lerrs...); len(errs) > 0 {
 			if d.ServiceErrors == nil {
 				d.ServiceErrors = map[string][]*rules.AnnotationError{}
 			}
 			d.ServiceErrors[s.Name] = errs
 		}
+		// svc:name in a target means the annotated object's namespace.
+		p = p.WithServiceNamespace(s.Namespace)
 		inherited = append(inherited, p)
+		d.Sources = append(d.Sources, Source{Kind: "Service", Name: s.Name, UID: s.UID, Policy: p, Limit: lim})
 	}
 	own, errs := rules.ParseAnnotations(pod.Annotations)
-	d.PodErrors = errs
+	lim, lerrs := rules.ParseTimeLimit(pod.Annotations)
+	own = own.WithServiceNamespace(pod.Namespace)
+	d.PodErrors = append(errs, lerrs...)
 	d.Policy = rules.Merge(inherited, own)
+	d.Sources = append(d.Sources, Source{Kind: "Pod", Name: pod.Name, UID: pod.UID, Policy: own, Limit: lim})
 	return d
 }
 

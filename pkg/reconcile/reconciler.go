@@ -43,6 +43,9 @@ type Options struct {
 	NodeNetns string
 	// RetryNotReady is how soon a pod whose netns is not up yet is retried.
 	RetryNotReady time.Duration
+	// ProgramDir is the admin's directory of custom programs
+	// (kubeshaper.io/program); empty refuses them with an Event.
+	ProgramDir string
 }
 
 // podState is what this process applied to one pod.
@@ -51,6 +54,9 @@ type podState struct {
 	ip     string
 	ifc    shaper.Interface
 	policy rules.Policy
+	// progs are the custom-program filter names the policy asked for
+	// (programWant), progUp those attached ("" where none or it failed).
+	progs, progUp [2]string
 }
 
 // Reconciler applies desired state pod by pod.
@@ -81,8 +87,10 @@ func New(w *kube.Watcher, dp *datapath.Datapath, events record.EventRecorder, lo
 	if opts.RetryNotReady == 0 {
 		opts.RetryNotReady = time.Second
 	}
+	sh := shaper.New(dp)
+	sh.ProgramDir = opts.ProgramDir
 	return &Reconciler{
-		w: w, dp: dp, sh: shaper.New(dp), finder: podnet.NewFinder(),
+		w: w, dp: dp, sh: sh, finder: podnet.NewFinder(),
 		events: events, log: log, opts: opts,
 		applied: map[string]*podState{}, posted: map[string]string{},
 	}
@@ -127,10 +135,19 @@ func (r *Reconciler) Sync(key string) error {
 	}
 	want := DesiredFor(pod, svcs)
 	r.reportInvalid(pod, svcs, want)
-	if !want.Monitor && want.Policy.IsEmpty() {
-		return r.remove(key)
+	pol, ended, err := r.effective(key, pod, want)
+	if err != nil {
+		return err
 	}
-	return r.ensure(key, pod, want.Policy)
+	if !want.Monitor && pol.IsEmpty() {
+		err = r.remove(key)
+	} else {
+		err = r.ensure(key, pod, pol)
+	}
+	if err == nil {
+		r.announce(pod, ended)
+	}
+	return err
 }
 
 func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) error {
@@ -144,7 +161,7 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	st := r.applied[key]
 	r.mu.Unlock()
 	sameSandbox := st != nil && st.uid == pod.UID && st.ip == pod.Status.PodIP
-	if sameSandbox && st.policy.Equal(want) && r.intact(st.ifc) {
+	if sameSandbox && st.policy.Equal(want) && r.intact(st.ifc) && r.programsIntact(st, want) {
 		return nil
 	}
 	var ifc shaper.Interface
@@ -184,9 +201,15 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 		r.log.WithError(err).WithField("pod", key).Warn("recording the pod's name for the node CLI")
 	}
 	changed := st == nil || !st.policy.Equal(want)
+	ps := &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want}
 	r.mu.Lock()
-	r.applied[key] = &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want}
 	delete(r.posted, objKey(pod, ReasonApplyFailed))
+	r.mu.Unlock()
+	// Custom programs are a step of their own: one that cannot load
+	// leaves the built-in rules just applied in force.
+	r.applyPrograms(pod, ps, want)
+	r.mu.Lock()
+	r.applied[key] = ps
 	r.mu.Unlock()
 	if changed && (!want.IsEmpty() || (st != nil && !st.policy.IsEmpty())) {
 		msg := "rules removed: counted only"

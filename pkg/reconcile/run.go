@@ -144,6 +144,17 @@ func (r *Reconciler) CollectGarbage() error {
 		}
 	}
 	var errs []error
+	// Time-limit clocks of pods that are gone (kept for every pod still
+	// on the node, shaped or not: an expired rule must stay expired).
+	if pods, err := r.w.Pods.List(labels.Everything()); err == nil {
+		live := make(map[[16]byte]bool, len(pods))
+		for _, p := range pods {
+			live[datapath.PodKey(string(p.UID))] = true
+		}
+		if err := r.dp.ForgetRuleSets(func(k [16]byte) bool { return live[k] }); err != nil {
+			errs = append(errs, fmt.Errorf("forgetting time limits of deleted pods: %w", err))
+		}
+	}
 	for idx := range unclaimed {
 		err := r.inNode(func() error {
 			l, err := net.InterfaceByIndex(idx)
