@@ -6,7 +6,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: all build generate check-generate test test-kernels test-unit fuzz bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
+.PHONY: all build generate check-generate test test-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e demo
 
 all: build
@@ -59,6 +59,22 @@ test-kernels:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/rules/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./pkg/rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzDesiredToDatapath$$' -fuzztime $(FUZZTIME) ./pkg/reconcile/
+
+# Nightly-style fuzzing: every fuzzer for FUZZTIME_LONG (3 x 4 min = 12 min).
+FUZZTIME_LONG ?= 4m
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_LONG)
+
+# Reliability (issue 8, docs/reliability.md). `make test` runs
+# tests/reliability at CI size (churn: 1,000 cycles); these run it at full
+# size and write the figures to docs/bench/reliability.json.
+RELIABILITY_JSON := KUBESHAPER_RELIABILITY_JSON=docs/bench/reliability.json
+churn: bpffs
+	$(RELIABILITY_JSON) KUBESHAPER_CHURN=10000 $(GO) test -count=1 -timeout 60m -run '^TestChurn$$' -v ./tests/reliability/
+
+reliability: bpffs
+	$(RELIABILITY_JSON) KUBESHAPER_CHURN=10000 $(GO) test -count=1 -timeout 90m -v ./tests/reliability/
 
 # Figures: per-packet cost, then TCP accuracy / latency / loss on veths.
 bench: bpffs build bench-prog bench-datapath bench-agent bench-monitoring readme-figures
