@@ -22,7 +22,8 @@ func slimPod(obj any) (any, error) {
 	return out, nil
 }
 
-// slimService keeps a Service's metadata and selector.
+// slimService keeps a Service's metadata, selector and cluster IPs (the
+// addresses of a to=svc: target).
 func slimService(obj any) (any, error) {
 	s, ok := obj.(*corev1.Service)
 	if !ok {
@@ -31,7 +32,7 @@ func slimService(obj any) (any, error) {
 	out := &corev1.Service{
 		TypeMeta:   s.TypeMeta,
 		ObjectMeta: s.ObjectMeta,
-		Spec:       corev1.ServiceSpec{Selector: s.Spec.Selector},
+		Spec:       corev1.ServiceSpec{Selector: s.Spec.Selector, ClusterIPs: s.Spec.ClusterIPs},
 	}
 	out.ManagedFields = nil
 	return out, nil

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 )
@@ -34,6 +35,8 @@ type Watcher struct {
 	// is selected (Pods hides the others; see SelectNamespaces).
 	allPods    listersv1.PodLister
 	namespaces *namespaceFilter
+	// endpointSlices is set by WatchEndpoints.
+	endpointSlices discoverylisters.EndpointSliceLister
 }
 
 // NewWatcher sets up informers for pods on nodeName and for all Services.

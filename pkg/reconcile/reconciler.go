@@ -57,6 +57,9 @@ type podState struct {
 	// progs are the custom-program filter names the policy asked for
 	// (programWant), progUp those attached ("" where none or it failed).
 	progs, progUp [2]string
+	// svcPeers are the addresses of the Services the rules target, as
+	// applied (serviceDigest).
+	svcPeers string
 }
 
 // Reconciler applies desired state pod by pod.
@@ -89,11 +92,13 @@ func New(w *kube.Watcher, dp *datapath.Datapath, events record.EventRecorder, lo
 	}
 	sh := shaper.New(dp)
 	sh.ProgramDir = opts.ProgramDir
-	return &Reconciler{
+	r := &Reconciler{
 		w: w, dp: dp, sh: sh, finder: podnet.NewFinder(),
 		events: events, log: log, opts: opts,
 		applied: map[string]*podState{}, posted: map[string]string{},
 	}
+	r.followServices()
+	return r
 }
 
 // inNode runs fn in the node netns (where host veths and their filters are).
@@ -161,7 +166,8 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	st := r.applied[key]
 	r.mu.Unlock()
 	sameSandbox := st != nil && st.uid == pod.UID && st.ip == pod.Status.PodIP
-	if sameSandbox && st.policy.Equal(want) && r.intact(st.ifc) && r.programsIntact(st, want) {
+	svcPeers := r.serviceDigest(want)
+	if sameSandbox && st.policy.Equal(want) && st.svcPeers == svcPeers && r.intact(st.ifc) && r.programsIntact(st, want) {
 		return nil
 	}
 	var ifc shaper.Interface
@@ -201,7 +207,7 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 		r.log.WithError(err).WithField("pod", key).Warn("recording the pod's name for the node CLI")
 	}
 	changed := st == nil || !st.policy.Equal(want)
-	ps := &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want}
+	ps := &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want, svcPeers: svcPeers}
 	r.mu.Lock()
 	delete(r.posted, objKey(pod, ReasonApplyFailed))
 	r.mu.Unlock()

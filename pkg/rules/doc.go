@@ -20,10 +20,27 @@
 //	          the rate; otherwise from 1500 bytes to 1gib
 //	    mode  drop (BPF token bucket, default), pace (EDT + fq), tbf (kernel qdisc)
 //
-//	kubeshaper.io/loss        uniform DIR PERCENT | exponential DIR T
+//	kubeshaper.io/loss        uniform DIR PERCENT | exponential DIR T |
+//	                          gilbert DIR p=P [r=R] [h=H] [k=K]
 //	    uniform egress 2%; exponential ingress 300; egress uniform 0.05
+//	    gilbert egress p=1% r=25% h=0% k=100%
 //	    PERCENT  in (0,100], the "%" is optional
 //	    T        whole number in [0,1000]; P(drop) = e^(-T/100), exactly
+//	    P R H K  percentages in [0,100] (P > 0): netem's gemodel, good→bad,
+//	             bad→good, delivery in bad, delivery in good; defaults
+//	             r = 100%-p, h = 0%, k = 100%
+//
+//	kubeshaper.io/duplicate   DIR PERCENT        egress 1%
+//	kubeshaper.io/corrupt     DIR PERCENT        ingress 0.1%
+//
+//	TARGET (any bandwidth, loss, delay, duplicate or corrupt clause)
+//	    to=PEER[,PEER...] port=PORT[,PORT...] proto=tcp|udp|sctp|icmp
+//	    PEER   IPv4/IPv6 address or CIDR (masked), or svc:[NAMESPACE/]NAME
+//	           (its cluster IPs and endpoints; one per clause); at most 16
+//	    PORT   1-65535 or LOW-HIGH; source or destination; at most 8; not
+//	           with proto=icmp
+//	    The rule applies only to matching packets; others are only counted.
+//	    Not with mode=tbf.
 //
 //	kubeshaper.io/delay       DURATION DIR [jitter=DURATION]
 //	    50ms egress; 80ms jitter=10ms ingress
@@ -34,6 +51,12 @@
 //	    NAME   ^[a-z0-9][a-z0-9_-]{0,62}$ (no dots or slashes); case-sensitive
 //	    PARAM  ^[A-Za-z_][A-Za-z0-9_]{0,63}$, at most 32, each name once
 //	    VALUE  1 to 256 printable ASCII characters except space, ";" and "="
+//
+//	kubeshaper.io/duration    5m, 10s (from the rules' first application to
+//	                          the pod; > 0, at most 366 days)
+//	kubeshaper.io/until       2026-12-01T10:00:00Z (RFC 3339)
+//	    End the rules of the object they are on (ParseTimeLimit); not rules
+//	    themselves, so ParseAnnotations does not read them.
 //
 //	kubernetes.io/egress-bandwidth, kubernetes.io/ingress-bandwidth
 //	    10M, 1G: a resource.Quantity in bits/s, enforced as mode=drop with an

@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
@@ -227,4 +231,67 @@ func TestCustomPrograms(t *testing.T) {
 	if got := w.Filters(b); got != 2 {
 		t.Errorf("pb has %d kubeshaper filters, want its 2", got)
 	}
+}
+
+// TestServiceTargetFollowsEndpoints: a loss rule targeted at a Service
+// (to=svc:namespace/name) hits its endpoints and follows its
+// EndpointSlices as the backing Deployment scales up, is replaced and
+// goes (the test plays the EndpointSlice controller, which this control
+// plane does not run).
+func TestServiceTargetFollowsEndpoints(t *testing.T) {
+	w := newWorld(t)
+	a, b, c := w.Lab.AddPod("a"), w.Lab.AddPod("b"), w.Lab.AddPod("c")
+	ctx := context.Background()
+	if _, err := w.Env.CreateService(ctx, w.NS, "db", map[string]string{"app": "db"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "db-x1", Namespace: w.NS, Labels: map[string]string{discoveryv1.LabelServiceName: "db"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	setEndpoints := func(pods ...*netlab.Pod) {
+		t.Helper()
+		slice.Endpoints = nil
+		for _, p := range pods {
+			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{p.IP.String()}})
+		}
+		var err error
+		if slice.ResourceVersion == "" {
+			slice, err = w.CS.DiscoveryV1().EndpointSlices(w.NS).Create(ctx, slice, metav1.CreateOptions{})
+		} else {
+			slice, err = w.CS.DiscoveryV1().EndpointSlices(w.NS).Update(ctx, slice, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setEndpoints(b)
+	w.Pod(a, "client", nil, map[string]string{"kubeshaper.io/loss": "uniform egress 100% to=svc:db proto=udp"})
+	w.StartAgent(keepRules)
+
+	const n = 300
+	arrives := func(to *netlab.Pod) bool {
+		r, err := netlab.UDPStream(a, to, 7501, n, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Received == n
+	}
+	expect := func(what string, toB, toC bool) {
+		t.Helper()
+		start := time.Now()
+		w.Eventually(10*time.Second, what, func() (bool, string) {
+			return arrives(b) == toB && arrives(c) == toC, ""
+		})
+		t.Logf("%s: in effect after %v", what, time.Since(start).Round(time.Millisecond))
+	}
+	expect("endpoint b only: traffic to b lost, to c delivered", false, true)
+	setEndpoints(b, c)
+	expect("scaled up to b and c: both lost", false, false)
+	setEndpoints(c)
+	expect("b replaced by c: b delivered, c lost", true, false)
+	if err := w.CS.DiscoveryV1().EndpointSlices(w.NS).Delete(ctx, slice.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect("no endpoints: both delivered", true, true)
 }
