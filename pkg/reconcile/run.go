@@ -116,6 +116,7 @@ func (r *Reconciler) processNext() bool {
 // of a crash, of a pod deleted while the agent was down, or of a veth
 // deleted under us.
 func (r *Reconciler) CollectGarbage() error {
+	r.prunePosted()
 	r.gcMu.Lock()
 	defer r.gcMu.Unlock()
 	claimed := map[int]bool{}
