@@ -353,3 +353,32 @@ func (a *Agent) LiveHeapMB() (live float64, gcs int) {
 	}
 	return live, gcs
 }
+
+// ProcStatus reads numeric fields of /proc/<pid>/status (kB values as
+// numbers: VmRSS, RssAnon, RssFile, Threads, ...) and counts open file
+// descriptors as "FDs".
+func (a *Agent) ProcStatus() (map[string]int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.Pid()))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		if n, err := strconv.Atoi(f[0]); err == nil {
+			out[k] = n
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", a.Pid()))
+	if err == nil {
+		out["FDs"] = len(fds)
+	}
+	return out, nil
+}
