@@ -124,9 +124,14 @@ loop:
 	if rssStart == 0 {
 		rssStart = rssEnd
 	}
+	if st, err := ag.ProcStatus(); err == nil {
+		h, _ := ag.LiveHeapMB()
+		profile = append(profile, fmt.Sprintf("%d: RSS %.1f (anon %.1f) MiB, heap %.0f MB, %d threads, %d fds",
+			cycles, mib(st["VmRSS"]), mib(st["RssAnon"]), h, st["Threads"], st["FDs"]))
+	}
 	failures := ag.CountLog("reconcile failed")
 	heapEnd, gcs := ag.LiveHeapMB()
-	t.Logf("churn: live heap after GC %.0f → %.0f MB (%d collections); every 1000 cycles: %s", heapStart, heapEnd, gcs, strings.Join(profile, "; "))
+	t.Logf("churn: live heap after GC %.0f → %.0f MB (%d collections); every 1000 cycles and at the end: %s", heapStart, heapEnd, gcs, strings.Join(profile, "; "))
 	rate := float64(cycles) / took.Seconds()
 	t.Logf("churn: %d cycles in %.0f s (%.1f/s, %d at a time), RSS %.1f → %.1f MiB (start after %d warm-up cycles at %v, peak %.1f MiB), %d filters, %d entries (%s), %d pinned objects beyond the agent's maps, 0 pods tracked, settled %v after the last cycle; %d reconciles failed and were retried (veths deleted under the agent)",
 		cycles, took.Seconds(), rate, slots, mib(rssStart), mib(rssEnd), c.warm, warmAt.Round(time.Second), mib(int(peak.Load())),
