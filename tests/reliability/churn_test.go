@@ -37,7 +37,7 @@ func TestChurn(t *testing.T) {
 	// (three LRU caches of 4,096 objects, filled by the first ~4,100 pods
 	// that get an Event, bounded from then on).
 	warm := max(cycles/10, 50)
-	if cycles >= 4*eventCacheObjects {
+	if cycles >= 2*eventCacheObjects {
 		warm = max(warm, cycles/2)
 	}
 	c := &churner{w: w, cycles: cycles, warm: warm}

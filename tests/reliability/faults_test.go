@@ -100,12 +100,13 @@ func foreignFilters(t *testing.T, w *agentenv.World) {
 	}
 
 	ag := w.StartAgent(agentenv.Options{CleanupOnExit: true})
+	t.Cleanup(ag.Kill) // a failed subtest must not leave its agent to the next
 	w.Pod(a, "fa", nil, map[string]string{"kubeshaper.io/bandwidth": "10mbit egress"})
 	w.Pod(b, "fb", nil, map[string]string{"kubeshaper.io/bandwidth": "10mbit egress"})
 	w.WaitRate(a, rules.Egress, 10e6)
-	if n := w.Filters(a); n != 2 {
-		t.Fatalf("fa has %d kubeshaper filters next to the other tool's", n)
-	}
+	w.Eventually(10*time.Second, "kubeshaper's two filters on fa next to the other tool's", func() (bool, string) {
+		return w.Filters(a) == 2, ""
+	})
 	same("after apply")
 	w.Annotate("pod", "fa", map[string]any{"kubeshaper.io/bandwidth": "20mbit ingress"})
 	w.WaitRate(a, rules.Ingress, 20e6)
@@ -170,6 +171,7 @@ func foreignFilters(t *testing.T, w *agentenv.World) {
 // the pods are gone nothing at all.
 func vethRace(t *testing.T, w *agentenv.World) {
 	ag := w.StartAgent(agentenv.Options{CleanupOnExit: true})
+	t.Cleanup(ag.Kill)
 	const n = 40
 	var (
 		wg   sync.WaitGroup
@@ -275,6 +277,7 @@ func mapFull(t *testing.T, w *agentenv.World) {
 	a, b := w.AddPod("ma"), w.AddPod("mb")
 	w.Pod(a, "ma", nil, map[string]string{"kubeshaper.io/bandwidth": "10mbit egress"})
 	ag := w.StartAgent(agentenv.Options{CleanupOnExit: true, Resync: time.Hour})
+	t.Cleanup(ag.Kill)
 	w.WaitRate(a, rules.Egress, 10e6)
 
 	rulesMap, err := ebpf.LoadPinnedMap(w.PinDir+"/"+agentenv.RulesMap, nil)
