@@ -156,7 +156,7 @@ func TestAPIOutage(t *testing.T) {
 		t.Errorf("/readyz said ready %d times during the outage after saying not-ready", readyDuring)
 	}
 	for _, r := range []float64{during, after} {
-		if r > 1.3*rate || r < 0.5*rate {
+		if r > 1.3*rate || r < 0.3*rate { // as tests/agent: loaded CI cores slow TCP down, never up
 			t.Errorf("rate %.1f Mbit/s through the 20 Mbit/s rule: the rule is not in effect", r/1e6)
 		}
 	}
