@@ -33,14 +33,18 @@ func TestChurn(t *testing.T) {
 	w := agentenv.New(t, "rc")
 	ag := w.StartAgent(agentenv.Options{Metrics: true, LogLevel: "info", Env: []string{"GODEBUG=gctrace=1"}})
 	// RSS "start" is taken once the agent is warm: after a tenth of the
-	// cycles, and in long runs after client-go's Event correlator is full
-	// (three LRU caches of 4,096 objects, filled by the first ~4,100 pods
-	// that get an Event, bounded from then on).
+	// cycles, and in long runs after client-go's Event correlator is full:
+	// three LRU caches of 4,096 objects (~0.7 KB each), filled by the
+	// first 4,096 pods that get an Event — about 70 % of these pods, so
+	// after ~5,800 cycles — and bounded from then on. (Exact heap profiles,
+	// GODEBUG=memprofilerate=1, between 4,200 and 7,500 cycles: +1.7 MB,
+	// all of it in those caches and the Events they hold.)
 	warm := max(cycles/10, 50)
 	if cycles >= 2*eventCacheObjects {
-		warm = max(warm, cycles/2)
+		warm = max(warm, 6000)
 	}
 	c := &churner{w: w, cycles: cycles, warm: warm}
+	rssInitial, _ := ag.RSSKiB()
 
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -133,12 +137,12 @@ loop:
 	heapEnd, gcs := ag.LiveHeapMB()
 	t.Logf("churn: live heap after GC %.0f → %.0f MB (%d collections); every 1000 cycles and at the end: %s", heapStart, heapEnd, gcs, strings.Join(profile, "; "))
 	rate := float64(cycles) / took.Seconds()
-	t.Logf("churn: %d cycles in %.0f s (%.1f/s, %d at a time), RSS %.1f → %.1f MiB (start after %d warm-up cycles at %v, peak %.1f MiB), %d filters, %d entries (%s), %d pinned objects beyond the agent's maps, 0 pods tracked, settled %v after the last cycle; %d reconciles failed and were retried (veths deleted under the agent)",
-		cycles, took.Seconds(), rate, slots, mib(rssStart), mib(rssEnd), c.warm, warmAt.Round(time.Second), mib(int(peak.Load())),
+	t.Logf("churn: %d cycles in %.0f s (%.1f/s, %d at a time), RSS %.1f → %.1f MiB (start after %d warm-up cycles at %v; %.1f MiB before the first, peak %.1f), %d filters, %d entries (%s), %d pinned objects beyond the agent's maps, 0 pods tracked, settled %v after the last cycle; %d reconciles failed and were retried (veths deleted under the agent)",
+		cycles, took.Seconds(), rate, slots, mib(rssStart), mib(rssEnd), c.warm, warmAt.Round(time.Second), mib(rssInitial), mib(int(peak.Load())),
 		len(w.AllOurFilters()), agentenv.TotalEntries(pinned), agentenv.FormatCounts(pinned), extraPins(pinned), settle.Round(time.Millisecond), failures)
 	record(t, "churn", map[string]any{
 		"cycles": cycles, "slots": slots, "took_s": secs(took), "cycles_per_s": rate,
-		"rss_start_mib": mib(rssStart), "rss_end_mib": mib(rssEnd), "rss_peak_mib": mib(int(peak.Load())), "warmup_cycles": c.warm,
+		"rss_initial_mib": mib(rssInitial), "rss_start_mib": mib(rssStart), "rss_end_mib": mib(rssEnd), "rss_peak_mib": mib(int(peak.Load())), "warmup_cycles": c.warm,
 		"filters_left": len(w.AllOurFilters()), "entries_left": agentenv.TotalEntries(pinned), "extra_pins": extraPins(pinned),
 		"retried_reconciles": failures, "live_heap_mb_start": heapStart, "live_heap_mb_end": heapEnd, "every_1000_cycles": profile,
 	})
@@ -147,8 +151,8 @@ loop:
 	// pages to the OS lazily, so RSS moves by a few MiB with GC timing
 	// alone, and while client-go's Event caches fill (CI) by ~1 KiB a pod.
 	// 8 MiB over the warm figure allows for that, and is what a leak of
-	// ~9 KiB per cycle (CI: 900 measured cycles) or ~1.6 KiB per cycle
-	// (make churn: 5,000 measured cycles) would add.
+	// ~9 KiB per cycle (CI: 900 measured cycles) or ~2 KiB per cycle
+	// (make churn: 4,000 measured cycles) would add.
 	const tolKiB = 8 << 10
 	if rssEnd > rssStart+tolKiB {
 		t.Errorf("agent RSS grew from %.1f to %.1f MiB over %d cycles (tolerance 8 MiB): a leak?", mib(rssStart), mib(rssEnd), cycles)
