@@ -3,7 +3,6 @@ package reliability
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,14 +13,11 @@ import (
 
 	tc "github.com/florianl/go-tc"
 	"github.com/florianl/go-tc/core"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
-	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
 // Timing: the issue gives targets (converge within 5 s, clean up within
@@ -144,38 +140,3 @@ func allFilters(w *agentenv.World, ifindex int) ([]hookFilter, error) {
 	})
 	return out, err
 }
-
-// nodeLinks lists the node netns's interfaces by index.
-func nodeLinks(w *agentenv.World) (map[int]string, error) {
-	out := map[int]string{}
-	err := podnet.Do(w.NodeNetns(), func() error {
-		ls, err := net.Interfaces()
-		for _, l := range ls {
-			out[l.Index] = l.Name
-		}
-		return err
-	})
-	return out, err
-}
-
-// withNode runs fn with a netlink handle in the node netns.
-func withNode(w *agentenv.World, fn func(h *netlink.Handle) error) error {
-	ns, err := netns.GetFromPath(w.NodeNetns())
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	return fn(h)
-}
-
-// runIn runs a command in a netns (netlab's helper, for tc).
-func runIn(w *agentenv.World, args ...string) (string, error) {
-	return w.Lab.TryIn(w.Lab.Node, args...)
-}
-
-var _ = netlab.TCPRate
