@@ -64,7 +64,8 @@ func (s *servers) shutdown() {
 	}
 }
 
-func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Reconciler, api *apiProbe) *servers {
+// extra are more collectors for /metrics (per-pod traffic figures).
+func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Reconciler, api *apiProbe, extra ...prometheus.Collector) *servers {
 	s := &servers{}
 	serve := func(addr string, h http.Handler) {
 		srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
@@ -108,6 +109,7 @@ func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Rec
 					return float64(t.UnixNano()) / 1e9
 				}),
 		)
+		reg.MustRegister(extra...)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		serve(o.metricsAddr, mux)

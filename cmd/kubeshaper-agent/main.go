@@ -44,6 +44,7 @@ type options struct {
 	resync        time.Duration
 	workers       int
 	impair        impairOptions
+	mon           monitorOptions
 	nsSelector    string
 }
 
@@ -62,6 +63,7 @@ func main() {
 	fs.DurationVar(&o.resync, "resync", time.Minute, "period of the full level-triggered resync and leftover collection")
 	fs.IntVar(&o.workers, "workers", 2, "pods reconciled in parallel")
 	addImpairFlags(fs, &o.impair)
+	addMonitorFlags(fs, &o.mon)
 	fs.StringVar(&o.nsSelector, "namespace-selector", "", "label selector on Namespaces (e.g. 'kubeshaper.io/allowed=true'): only their pods are shaped and counted; pods of other namespaces are left alone even when annotated (default: every namespace)")
 	fs.Parse(os.Args[1:])
 
@@ -188,7 +190,11 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 
 	api := newAPIProbe(client, log)
 	go api.run(ctx, 5*time.Second)
-	srv := startHTTP(o, log, w, rec, api)
+	mon, err := newMonitoring(o.mon, o.metricsAddr != "", dp, rec, w, log)
+	if err != nil {
+		return err
+	}
+	srv := startHTTP(o, log, w, rec, api, mon.collectors()...)
 	defer srv.shutdown()
 
 	w.Start(ctx.Done())
@@ -202,7 +208,9 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	if err != nil {
 		log.WithError(err).Warn("some pods failed at start-up; retrying")
 	}
+	mon.start(ctx)
 	rec.Run(ctx.Done(), o.workers, o.resync)
+	mon.wait() // the exporter writes the flows left before a cleanup removes them
 
 	if o.cleanupOnExit {
 		start := time.Now()
