@@ -168,7 +168,9 @@ func wireRate(read func() rxCount, qlen func() (uint32, bool), window time.Durat
 	last := read()
 	var first, lastChange time.Time
 	var firstC, lastC rxCount
+	reads := 0
 	for time.Now().Before(end) {
+		reads++
 		before := time.Now()
 		v := read()
 		after := time.Now()
@@ -194,7 +196,7 @@ func wireRate(read func() rxCount, qlen func() (uint32, bool), window time.Durat
 		time.Sleep(200 * time.Microsecond)
 	}
 	if r.changes < 10 || !lastChange.After(first) {
-		return r, fmt.Errorf("only %d counter changes in %v: no traffic", r.changes, window)
+		return r, fmt.Errorf("only %d counter changes in %d reads in %v: no traffic, or a starved guest", r.changes, reads, window)
 	}
 	r.span = lastChange.Sub(first)
 	d := rxCount{lastC.bytes - firstC.bytes, lastC.packets - firstC.packets}
