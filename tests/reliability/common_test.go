@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -71,6 +72,12 @@ func record(t *testing.T, name string, fig map[string]any) {
 		json.Unmarshal(b, &all)
 	}
 	fig["measured_at"] = time.Now().UTC().Format(time.RFC3339)
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		// The machine is shared: timings mean little without its load.
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			fig["loadavg_1m"], _ = strconv.ParseFloat(f[0], 64)
+		}
+	}
 	fig["timing_slack"] = slack()
 	all[name] = fig
 	b, _ := json.MarshalIndent(all, "", "  ")
