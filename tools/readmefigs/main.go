@@ -23,12 +23,13 @@ func main() {
 	}
 	out := string(readme)
 	sections := map[string]func() (string, error){
-		"BENCH-RATE":       rateTable,
-		"BENCH-LATENCY":    latencyTable,
-		"BENCH-LOSS":       lossTable,
-		"BENCH-PROG":       progTable,
-		"BENCH-AGENT":      agentTable,
-		"BENCH-MONITORING": monitoringTable,
+		"BENCH-RATE":        rateTable,
+		"BENCH-LATENCY":     latencyTable,
+		"BENCH-LOSS":        lossTable,
+		"BENCH-PROG":        progTable,
+		"BENCH-AGENT":       agentTable,
+		"BENCH-MONITORING":  monitoringTable,
+		"BENCH-RELIABILITY": reliabilityTable,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
