@@ -15,6 +15,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 )
 
 // Topology (routed, one /24 per veth, static neighbours):
@@ -244,6 +247,14 @@ func (b *bench) cleanup() {
 		for _, fd := range t.nsfd {
 			_ = fd.Close()
 		}
+		// The CLI pinned its maps for the node netns in a directory named
+		// after the netns inode (pkg/datapath.DefaultPinDir): remove it with
+		// the netns, or every run leaves a set of pins behind.
+		if pins := nodePinDir(t.Node); pins != "" {
+			if err := os.RemoveAll(pins); err != nil {
+				logf("cleanup: removing %s: %v", pins, err)
+			}
+		}
 		for i := len(t.created) - 1; i >= 0; i-- {
 			if err := cleanupCmd(15*time.Second, "ip", "netns", "del", t.created[i]); err != nil {
 				logf("cleanup: ip netns del %s: %v", t.created[i], err)
@@ -380,4 +391,13 @@ func zombie(pid int) bool {
 		return s[i+2] == 'Z'
 	}
 	return false
+}
+
+// nodePinDir is where a CLI run inside the named netns pinned its maps.
+func nodePinDir(name string) string {
+	var st unix.Stat_t
+	if err := unix.Stat("/var/run/netns/"+name, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s/kubeshaper/netns-%d", datapath.DefaultBPFFS, st.Ino)
 }
