@@ -28,11 +28,7 @@ func flows(args []string, out io.Writer) error {
 	if fs.NArg() > 0 {
 		return badInput("flows: unexpected argument %q (use --pod namespace/name)", fs.Arg(0))
 	}
-	dir, err := datapath.DefaultPinDir()
-	if err != nil {
-		return err
-	}
-	dp, err := datapath.Open(dir)
+	dp, err := datapath.OpenDefault()
 	if err != nil {
 		return err
 	}

@@ -105,11 +105,7 @@ func resolve(name string) (shaper.Interface, error) {
 }
 
 func openShaper() (*shaper.Shaper, func(), error) {
-	dir, err := datapath.DefaultPinDir()
-	if err != nil {
-		return nil, nil, err
-	}
-	dp, err := datapath.Open(dir)
+	dp, err := datapath.OpenDefault()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -63,11 +63,7 @@ func status(args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return badInput("status: %v", err)
 	}
-	dir, err := datapath.DefaultPinDir()
-	if err != nil {
-		return err
-	}
-	dp, err := datapath.Open(dir)
+	dp, err := datapath.OpenDefault()
 	if err != nil {
 		return err
 	}

@@ -116,3 +116,12 @@ func ensurePinDir(dir string) error {
 	}
 	return nil
 }
+
+// OpenDefault opens the datapath pinned at DefaultPinDir.
+func OpenDefault() (*Datapath, error) {
+	dir, err := DefaultPinDir()
+	if err != nil {
+		return nil, err
+	}
+	return Open(dir)
+}
