@@ -107,7 +107,7 @@ func ensurePinDir(dir string) error {
 	for !isBPFFS(parent) {
 		next := filepath.Dir(parent)
 		if next == parent {
-			return fmt.Errorf("pin directory %s is not on a bpffs: mount one (mount -t bpf bpf /sys/fs/bpf) or choose another --bpffs-dir", dir)
+			return fmt.Errorf("pin directory %s is not on a bpffs: mount one (mount -t bpf bpf /sys/fs/bpf) or point --bpffs (agent) or $KUBESHAPER_BPFFS (CLI) at one", dir)
 		}
 		parent = next
 	}
