@@ -18,13 +18,14 @@ build:
 # Regenerate the BPF object and its Go bindings (needs clang, llvm-strip,
 # libbpf headers). The results are committed so `go build` needs no clang.
 # Custom-program examples and test objects are compiled as an admin would
-# (BTF kept, DWARF stripped, relative paths: reproducible).
+# (BTF kept, DWARF stripped). The BTF line info records the source path, so the
+# checkout directory is mapped to ".": the objects are identical from any clone.
 BPF_CFLAGS := -O2 -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu
 generate:
 	$(GO) generate ./pkg/datapath/
 	for d in bpf/examples pkg/datapath/testdata; do \
 	  (cd $$d && for f in *.c; do g=-g; case $$f in *_nobtf.c) g=-g0;; esac; \
-	    clang $(BPF_CFLAGS) $$g -c $$f -o $${f%.c}.o && llvm-strip -g $${f%.c}.o || exit 1; done) || exit 1; \
+	    clang $(BPF_CFLAGS) $$g -fdebug-prefix-map=$$(pwd)=. -fdebug-compilation-dir=. -c $$f -o $${f%.c}.o && llvm-strip -g $${f%.c}.o || exit 1; done) || exit 1; \
 	done
 
 # CI: the committed object must be exactly what the sources compile to.
