@@ -4,7 +4,7 @@ go 1.26.8
 
 require (
 	github.com/cilium/ebpf v0.22.0
-	github.com/florianl/go-tc v0.4.5-0.20240822175159-7926c32f7299
+	github.com/florianl/go-tc v0.4.7
 	github.com/prometheus/client_golang v1.25.0
 	github.com/sirupsen/logrus v1.10.2
 	github.com/vishvananda/netlink v1.3.1

@@ -359,9 +359,11 @@ func TestGilbertElliottWithin3Sigma(t *testing.T) {
 	}
 	p, r := g.P/100, g.R/100
 	mu := p / (p + r)
-	sigma := math.Sqrt(n * mu * (1 - mu) * (2 - p - r) / (p + r))
-	if got := float64(counters(t, dp, rules.Egress).DropPackets[ReasonLoss]); math.Abs(got-n*mu) > 3*sigma {
-		t.Errorf("repeat: %v lost, want %.0f ± %.0f", got, n*mu, 3*sigma)
+	c := counters(t, dp, rules.Egress)
+	seen := float64(c.Packets) // ≥ n: an interrupted run is re-issued whole
+	sigma := math.Sqrt(seen * mu * (1 - mu) * (2 - p - r) / (p + r))
+	if got := float64(c.DropPackets[ReasonLoss]); math.Abs(got-seen*mu) > 3*sigma {
+		t.Errorf("repeat: %v lost of %v, want %.0f ± %.0f", got, seen, seen*mu, 3*sigma)
 	}
 }
 
@@ -382,19 +384,29 @@ func TestDuplicateAndCorruptRatesWithin3Sigma(t *testing.T) {
 				Duplicate: &rules.Duplicate{Percent: pct},
 				Corrupt:   &rules.Corrupt{Percent: pct},
 			})
-			if _, err := dp.Program(dir).Run(&ebpf.RunOptions{Data: p, Context: skbCtx{}, Repeat: n}); err != nil {
-				t.Fatal(err)
+			// The clones queue to the CPU's backlog (netdev_max_backlog,
+			// 1000), which drains when each run returns: in one run of
+			// 100,000 a slow (emulated) CPU overflows it and the clones
+			// that could not be sent are rightly not counted. Runs of 1,000
+			// queue at most ~100.
+			for range n / 1000 {
+				if _, err := dp.Program(dir).Run(&ebpf.RunOptions{Data: p, Context: skbCtx{}, Repeat: 1000}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			c := counters(t, dp, dir)
 			q := pct / 100
-			sigma := math.Sqrt(n * q * (1 - q))
-			t.Logf("%s %g%%: %d duplicated, %d corrupted, %d skipped (want %.0f ± %.0f)", dir, pct, c.Duplicated, c.Corrupted, c.CorruptSkipped, n*q, 3*sigma)
+			// A run the kernel interrupted is re-issued whole (see
+			// TestLossRateWithin3Sigma): the bound is for the packets seen.
+			seen := float64(c.Packets)
+			sigma := math.Sqrt(seen * q * (1 - q))
+			t.Logf("%s %g%%: %d duplicated, %d corrupted, %d skipped (want %.0f ± %.0f)", dir, pct, c.Duplicated, c.Corrupted, c.CorruptSkipped, seen*q, 3*sigma)
 			for what, got := range map[string]uint64{"duplicated": c.Duplicated, "corrupted": c.Corrupted} {
-				if math.Abs(float64(got)-n*q) > 3*sigma {
-					t.Errorf("%s %g%%: %d %s, want %.0f ± %.0f (3σ)", dir, pct, got, what, n*q, 3*sigma)
+				if math.Abs(float64(got)-seen*q) > 3*sigma {
+					t.Errorf("%s %g%%: %d %s, want %.0f ± %.0f (3σ)", dir, pct, got, what, seen*q, 3*sigma)
 				}
 			}
-			if c.CorruptSkipped != 0 || c.Packets != n {
+			if c.CorruptSkipped != 0 || c.Packets < n {
 				t.Errorf("%s: %d skipped, %d packets", dir, c.CorruptSkipped, c.Packets)
 			}
 		}
