@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	tc "github.com/florianl/go-tc"
@@ -46,6 +47,9 @@ func EnsureRootTBF(ifindex int, rateBytesPerSec, burstBytes uint64, latency time
 		return fail(op, ifindex, fmt.Errorf("latency %v must be positive", latency))
 	}
 
+	if err := initSchedClock(); err != nil {
+		return fail(op, ifindex, err)
+	}
 	conn, err := dial()
 	if err != nil {
 		return err
@@ -75,6 +79,23 @@ func EnsureRootTBF(ifindex int, rateBytesPerSec, burstBytes uint64, latency time
 		return fail(op, ifindex, err)
 	}
 	return nil
+}
+
+// schedClock: go-tc converts tbf's burst into scheduler ticks (and builds
+// its rate table) with the kernel's packet-scheduler clock parameters,
+// which it reads from /proc/net/psched once asked to.
+var schedClock struct {
+	once sync.Once
+	err  error
+}
+
+func initSchedClock() error {
+	schedClock.once.Do(func() {
+		if err := core.InitializeClock(); err != nil {
+			schedClock.err = fmt.Errorf("read the packet scheduler's clock (/proc/net/psched): %w", err)
+		}
+	})
+	return schedClock.err
 }
 
 // EnsureRootFQ makes an fq qdisc with our handle the interface's root

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
@@ -25,9 +27,13 @@ type UDPResult struct {
 }
 
 // UDPStream sends n numbered datagrams of size bytes from one pod to
-// another's port, pacing them (burst datagrams, then a short pause) so
-// that no socket buffer overflows, and counts what arrives until the
-// receiver has been idle for half a second.
+// another's port and counts what arrives until the receiver has been idle
+// for half a second. No socket buffer may overflow, or the count would not
+// be the rule's: the receive buffer is forced to 8 MiB (past rmem_max, as
+// root), and the sender keeps at most udpWindow datagrams ahead of the
+// highest sequence number received — a receiver on a slow (emulated, or
+// busy) CPU sets the pace. Losses do not stall it: later datagrams arrive;
+// where none do (a 100 % loss rule), it waits at most udpStall per window.
 func UDPStream(from, to *Pod, port, n, size int) (UDPResult, error) {
 	res := UDPResult{Sent: n, Seen: make([]int, n)}
 	if size < 8 {
@@ -42,7 +48,11 @@ func UDPStream(from, to *Pod, port, n, size int) (UDPResult, error) {
 		return res, fmt.Errorf("listening in %s: %w", to.Name, err)
 	}
 	defer conn.Close()
-	conn.SetReadBuffer(8 << 20)
+	if err := forceReadBuffer(conn, 8<<20); err != nil {
+		return res, fmt.Errorf("receive buffer in %s: %w", to.Name, err)
+	}
+	var highest atomic.Int64
+	highest.Store(-1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -70,6 +80,9 @@ func UDPStream(from, to *Pod, port, n, size int) (UDPResult, error) {
 				res.Received--
 			}
 			res.Seen[seq]++
+			if int64(seq) > highest.Load() {
+				highest.Store(int64(seq))
+			}
 		}
 	}()
 	var out *net.UDPConn
@@ -88,11 +101,37 @@ func UDPStream(from, to *Pod, port, n, size int) (UDPResult, error) {
 			return res, err
 		}
 		if i%64 == 63 {
-			time.Sleep(time.Millisecond)
+			for start := time.Now(); int64(i)-highest.Load() > udpWindow && time.Since(start) < udpStall; {
+				time.Sleep(200 * time.Microsecond)
+			}
 		}
 	}
 	<-done
 	return res, nil
+}
+
+const (
+	// udpWindow datagrams in flight at most: far below what 8 MiB holds
+	// (a small datagram's buffer cost is about 1 KiB), far above one
+	// loss burst of any rule a test asks for.
+	udpWindow = 1024
+	udpStall  = 200 * time.Millisecond
+)
+
+// forceReadBuffer sets SO_RCVBUFFORCE: SetReadBuffer is capped by
+// net.core.rmem_max (208 KiB by default, as in the test guests).
+func forceReadBuffer(c *net.UDPConn, size int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, size)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 func payload(seq, size int) []byte {
