@@ -92,6 +92,36 @@ func sendUDP(t *testing.T, netns string, dst *net.UDPAddr, count, size, perSec i
 	return conn.LocalAddr().(*net.UDPAddr)
 }
 
+// sendUDPUntil sends datagrams at perSec until stop is closed (catching
+// up after a stall, as a paced sender does).
+func sendUDPUntil(t *testing.T, netns string, dst *net.UDPAddr, size, perSec int, stop <-chan struct{}) {
+	var conn *net.UDPConn
+	if err := podnet.Do(netns, func() (err error) {
+		conn, err = net.DialUDP("udp", nil, dst)
+		return err
+	}); err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close()
+	buf := make([]byte, size)
+	start := time.Now()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(perSec))); d > 0 {
+			time.Sleep(d)
+		}
+		if _, err := conn.Write(buf); err != nil {
+			t.Errorf("sending datagram %d: %v", i, err)
+			return
+		}
+	}
+}
+
 func TestFlowsListsEveryFiveTuple(t *testing.T) {
 	c, pod := newCLI(t)
 	if code, _, stderr := c.run("iface", "apply", pod.HostVeth); code != 0 {
@@ -165,16 +195,19 @@ func TestStatusRequestedVsAchieved(t *testing.T) {
 	}
 	c.setPodName(pod.HostVeth, "shop/web-1")
 	sink, _ := udpSink(t, c.node, pod.HostIP)
-	// 16 Mbit/s of 1000-byte datagrams for 4 s: twice the limit after loss.
+	// 16 Mbit/s of 1000-byte datagrams: twice the limit after loss, from a
+	// second before status starts until it has returned (in an emulated
+	// guest starting the CLI alone can take seconds).
 	// A small burst: with the default (rate × 500 ms) a sender stalled by a
 	// loaded CPU refills the bucket and the 2 s window may see 1.25× the rate.
-	done := make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		sendUDP(t, pod.Netns, sink.LocalAddr().(*net.UDPAddr), 8000, 958, 2000)
+		sendUDPUntil(t, pod.Netns, sink.LocalAddr().(*net.UDPAddr), 958, 2000, stop)
 	}()
 	time.Sleep(time.Second)
 	code, out, stderr := c.run("status", "--json", "--window", "2s")
+	close(stop)
 	<-done
 	if code != 0 {
 		t.Fatalf("status: exit %d: %s", code, stderr)
