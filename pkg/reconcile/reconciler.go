@@ -186,6 +186,13 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 			r.warnOnce(pod, ReasonNotShapeable, fmt.Sprintf("the pod's interface holding %s is not a veth: kubeshaper shapes veth-based pods only (%v)", ip, err))
 			return nil
 		}
+		if errors.Is(err, podnet.ErrAmbiguousIP) {
+			// Another netns (a stale sandbox, a container outside
+			// Kubernetes) holds the same address behind a host veth:
+			// shaping a guess could throttle the wrong workload. Say so,
+			// retry with backoff (the stale one may go).
+			r.warnOnce(pod, ReasonNotShapeable, fmt.Sprintf("cannot tell which network namespace is the pod's: %v", err))
+		}
 		if err != nil {
 			return fmt.Errorf("resolving %s's host veth: %w", key, err)
 		}
@@ -232,13 +239,8 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 func (r *Reconciler) resolve(ip net.IP) (shaper.Interface, error) {
 	var ifc shaper.Interface
 	err := r.inNode(func() error {
-		nsPath, err := r.finder.NetnsFor(ip)
+		nsPath, hv, err := r.finder.Resolve(ip)
 		if err != nil {
-			return err
-		}
-		hv, err := podnet.HostPeer(nsPath, ip)
-		if err != nil {
-			r.finder.Forget(ip)
 			return err
 		}
 		ifc = shaper.Interface{Name: hv.Name, Index: hv.Index,
