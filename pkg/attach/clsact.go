@@ -96,8 +96,24 @@ func removeClsactIfEmpty(conn *tc.Tc, ifindex int) error {
 			return nil
 		}
 	}
-	if err := conn.Qdisc().Delete(clsactObject(ifindex)); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete empty clsact: %w", err)
+	return deleteClsact(conn, ifindex)
+}
+
+// deleteClsact deletes the interface's clsact; one already gone is not an
+// error. Another process (a second agent, a CNI, an admin) may remove it
+// between our check and our delete: the kernel then answers ENOENT when
+// the interface never had an ingress queue, and EINVAL ("invalid handle")
+// when its emptied slot holds the built-in noop qdisc — told apart from a
+// real EINVAL by looking again.
+func deleteClsact(conn *tc.Tc, ifindex int) error {
+	err := conn.Qdisc().Delete(clsactObject(ifindex))
+	if err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+		return nil
 	}
-	return nil
+	if errors.Is(err, unix.EINVAL) {
+		if q, qerr := ingressSlot(conn, ifindex); qerr == nil && (q == nil || q.Kind != "clsact") {
+			return nil
+		}
+	}
+	return fmt.Errorf("delete empty clsact: %w", err)
 }

@@ -214,10 +214,19 @@ func deleteRoot(conn *tc.Tc, ifindex int, kind string) error {
 	case "fq":
 		obj.Fq = &tc.Fq{}
 	}
-	if err := conn.Qdisc().Delete(obj); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete our root %s: %w", kind, err)
+	err := conn.Qdisc().Delete(obj)
+	if err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+		return nil
 	}
-	return nil
+	if errors.Is(err, unix.EINVAL) {
+		// Removed (or replaced) by someone else since we looked: the
+		// kernel finds a root with another handle. Gone is what we want;
+		// a root that is still ours is a real failure.
+		if q, qerr := rootQdisc(conn, ifindex); qerr == nil && (q == nil || q.Handle != QdiscHandle) {
+			return nil
+		}
+	}
+	return fmt.Errorf("delete our root %s: %w", kind, err)
 }
 
 func rootObject(ifindex int, kind string) *tc.Object {

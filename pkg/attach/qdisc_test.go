@@ -106,3 +106,45 @@ func TestRootFQ(t *testing.T) {
 		t.Errorf("root after failed fq: %s %#x, want the default", kind, handle)
 	}
 }
+
+// TestDeletesToleratePeersThatGotThereFirst: another process (a second
+// agent, an admin) removes a clsact or our root qdisc between our look and
+// our delete. The kernel then answers ENOENT or, for an ingress slot that
+// held one (now the built-in noop) and a root of another handle, EINVAL:
+// both mean "already gone", which is what the delete wanted.
+func TestDeletesToleratePeersThatGotThereFirst(t *testing.T) {
+	requireRoot(t)
+	ns := newNetns(t)
+	va, _ := ns.veth(t, "ksa0", "ksb0")
+	ns.in(t, "tc", "qdisc", "add", "dev", "ksa0", "clsact")
+	ns.do(t, func() error { return EnsureRootTBF(va, 1_250_000, 250_000, 50*time.Millisecond) })
+	ns.in(t, "tc", "qdisc", "del", "dev", "ksa0", "clsact")
+	ns.in(t, "tc", "qdisc", "del", "dev", "ksa0", "root")
+	ns.do(t, func() error {
+		conn, err := dial()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if err := deleteClsact(conn, va); err != nil {
+			t.Errorf("deleting a clsact someone removed: %v", err)
+		}
+		if err := deleteRoot(conn, va, "tbf"); err != nil {
+			t.Errorf("deleting our tbf someone removed: %v", err)
+		}
+		return nil
+	})
+	// A clsact that is present is deleted (the helper is not a no-op).
+	ns.in(t, "tc", "qdisc", "add", "dev", "ksa0", "clsact")
+	ns.do(t, func() error {
+		conn, err := dial()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return deleteClsact(conn, va)
+	})
+	if out := ns.in(t, "tc", "qdisc", "show", "dev", "ksa0", "clsact"); strings.Contains(out, "clsact") {
+		t.Errorf("clsact still there: %s", out)
+	}
+}
