@@ -6,7 +6,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: all build generate check-generate test test-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
+.PHONY: all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e demo
 
 all: build
@@ -40,12 +40,15 @@ vet:
 	@test -z "$$(gofmt -l cmd pkg tests tools)" || { gofmt -l cmd pkg tests tools; echo "gofmt needed" >&2; exit 1; }
 
 # Everything CI proves: vet, every test (prog.Run, real netns/veth traffic,
-# real kube-apiserver), each fuzzer for FUZZTIME, and the real-node e2e
-# (its own step, so `go test ./...` skips it: KUBESHAPER_E2E=0).
+# real kube-apiserver), each fuzzer for FUZZTIME, the real-node e2e (its
+# own step, so `go test ./...` skips it: KUBESHAPER_E2E=0), and the
+# kernel-facing tests on Debian kernels 5.10 … 7.3 in qemu (CI-sized).
+# KERNELS_CACHE (default .cache/kernels) holds the ~1 GB of kernels.
 test: bpffs vet build
 	KUBESHAPER_E2E=0 $(GO) test -count=1 -timeout 20m $(PKGS)
 	$(MAKE) fuzz
 	$(MAKE) e2e
+	$(MAKE) test-kernels-ci
 
 # The kernel-facing tests (prog.Run, attach, netns, shaper, CLI, pace mode
 # and delay with real traffic) in qemu guests booted with Debian's kernels:
@@ -56,6 +59,16 @@ KERNELS      ?= 5.10 6.1 6.12 6.18 7.3
 KERNELS_SKIP ?=
 test-kernels:
 	$(GO) run ./tools/kernels run -kernels "$(KERNELS)" $(if $(KERNELS_SKIP),-skip '$(KERNELS_SKIP)') $(KERNELSFLAGS)
+
+# CI's kernel run (.ci/run, after `make test`): every default kernel, the
+# packages whose contact with the kernel changes across versions (verifier
+# and prog.Run, tc netlink and qdiscs, the CLI, feature probes, pace and
+# delay with real traffic), with -short (one pace rate per direction, two
+# delays). ≈ 2 min per kernel on an idle 2-core machine; `make
+# test-kernels` is the full run (≈ 4 min per kernel).
+KERNELS_CI_PKGS ?= ./pkg/datapath ./pkg/attach ./cmd/kubeshaper ./tests/kfeature ./tests/guest
+test-kernels-ci:
+	$(GO) run ./tools/kernels run -short -pkgs "$(KERNELS_CI_PKGS)" -kernels "$(KERNELS)" $(if $(KERNELS_SKIP),-skip '$(KERNELS_SKIP)') $(KERNELSFLAGS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/rules/
@@ -96,6 +109,14 @@ bench-monitoring: bpffs
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestMonitoringCost -v -timeout 30m ./tests/agent/
 
 # README.md quotes docs/bench/ through this, never by hand.
+# The full kernel run as a figure: its summary (pass/fail per kernel, the
+# pace and delay figures) goes to docs/bench/kernels.md and the README,
+# failures included; the exit status is the run's.
+bench-kernels:
+	$(GO) run ./tools/kernels run -kernels "$(KERNELS)" $(KERNELSFLAGS); rc=$$?; \
+	  cp "$${KERNELS_CACHE:-.cache/kernels}/results.md" docs/bench/kernels.md && \
+	  $(GO) run ./tools/readmefigs && exit $$rc
+
 readme-figures:
 	$(GO) run ./tools/readmefigs
 

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -171,6 +172,7 @@ func cmdRun(args []string) (int, error) {
 	skipRE := fs.String("skip", "", "leave out tests matching this regexp (go test -skip)")
 	refresh := fs.Bool("refresh", false, "re-resolve kernel lines against fresh package lists")
 	verbose := fs.Bool("v", false, "print every line the guests print")
+	short := fs.Bool("short", false, "go test -short: the CI-sized run (fewer rates and delays in tests/guest)")
 	testTimeout := fs.Duration("timeout", 6*time.Minute, "go test -timeout of each package in a guest")
 	fs.Parse(args)
 	cache, err := cacheDir()
@@ -182,6 +184,7 @@ func cmdRun(args []string) (int, error) {
 		return 1, err
 	}
 	start := time.Now()
+	load0 := loadAverage()
 	lines := strings.Fields(*kernels)
 	if len(lines) == 0 {
 		return 2, fmt.Errorf("no kernels given")
@@ -206,11 +209,13 @@ func cmdRun(args []string) (int, error) {
 
 	var results []*kernelResult
 	for _, k := range ks {
-		res := runKernel(cache, repo, binDir, k, pkgs, *runRE, *skipRE, *testTimeout, *verbose)
+		res := runKernel(cache, repo, binDir, k, pkgs, *runRE, *skipRE, *short, *testTimeout, *verbose)
 		results = append(results, res)
 	}
 	total := time.Since(start)
-	summary := summarize(results, fetchDur, buildDur, total)
+	summary := fmt.Sprintf("\nMeasured %s on %d host cores, load average %s at the start and %s at the end (%s run).\n",
+		start.UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), load0, loadAverage(), map[bool]string{true: "-short", false: "full"}[*short]) +
+		summarize(results, fetchDur, buildDur, total)
 	fmt.Print(summary)
 	os.WriteFile(filepath.Join(cache, "results.md"), []byte(summary), 0o644)
 
@@ -226,7 +231,7 @@ func cmdRun(args []string) (int, error) {
 	return 0, nil
 }
 
-func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE, skipRE string, testTimeout time.Duration, verbose bool) *kernelResult {
+func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE, skipRE string, short bool, testTimeout time.Duration, verbose bool) *kernelResult {
 	res := &kernelResult{k: k}
 	start := time.Now()
 	defer func() { res.dur = time.Since(start) }()
@@ -256,6 +261,9 @@ func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE, skip
 		}
 		if skipRE != "" {
 			args = append(args, "-test.skip="+shellQuote(skipRE))
+		}
+		if short {
+			args = append(args, "-test.short")
 		}
 		fmt.Fprintf(&s, "echo 'KS-PKG-BEGIN %s'\n", name)
 		fmt.Fprintf(&s, "(cd %s && %s 2>&1)\n", shellQuote(filepath.Join(repo, name)), strings.Join(args, " "))
@@ -292,6 +300,16 @@ func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE, skip
 	}
 	fmt.Printf("  %s in %s (log: %s)\n", k.Release, time.Since(start).Round(100*time.Millisecond), logPath)
 	return res
+}
+
+// loadAverage is the 1-minute load average of the host (figures from a
+// busy machine are worth less, and say so).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func summarize(results []*kernelResult, fetch, build, total time.Duration) string {

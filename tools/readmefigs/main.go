@@ -30,6 +30,7 @@ func main() {
 		"BENCH-AGENT":       agentTable,
 		"BENCH-MONITORING":  monitoringTable,
 		"BENCH-RELIABILITY": reliabilityTable,
+		"BENCH-KERNELS":     kernelsTable,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
