@@ -113,6 +113,7 @@ func TestRealNode(t *testing.T) {
 		{"InvalidAnnotationEvent", func(t *testing.T) { w.invalidAnnotation(t, pods) }},
 		{"AgentRestartAdopts", func(t *testing.T) { w.agentRestart(t, pods) }},
 		{"DeletedPodsLeaveNothing", func(t *testing.T) { w.deletePods(t, pods) }},
+		{"ChurnLeavesNothing", w.churn},
 		{"UninstallCleansReinstallApplies", w.uninstallReinstall},
 	}
 	for _, s := range steps {
@@ -734,6 +735,67 @@ func (w *world) deletePods(t *testing.T, ps *pair) {
 	}
 	w.checkNoLeak(t)
 	w.figure("pods deleted: their veths are gone, no kubeshaper map entry or filter left")
+}
+
+// churn: the reliability suite's churn (tests/reliability: thousands of
+// netns pods) in miniature on the real node — real sandboxes, CNI veths,
+// kubelet deletes: rounds of pods created with rules, half of them changed,
+// one with an invalid value, then all deleted at once; afterwards map
+// entries and filters are exactly on the live pods' veths.
+func (w *world) churn(t *testing.T) {
+	const rounds, perRound = 3, 4
+	start := time.Now()
+	for round := range rounds {
+		names := make([]string, perRound)
+		for i := range names {
+			names[i] = fmt.Sprintf("churn-%d-%d", round, i)
+			ann := map[string]string{"kubeshaper.io/bandwidth": "10mbps egress", "kubeshaper.io/loss": "uniform ingress 1%"}
+			if i == perRound-1 {
+				ann["kubeshaper.io/loss"] = "uniform ingress 250%" // invalid: an Event, the bandwidth still applies
+			}
+			if err := w.c.CreateTrafficPod(w.ctx, w.ns, names[i], map[string]string{"app": "e2e-churn"}, ann); err != nil {
+				t.Fatal(err)
+			}
+		}
+		veths := make([]string, perRound)
+		for i, n := range names {
+			p, err := w.c.WaitPodReady(w.ctx, w.ns, n, 2*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = realnode.Poll(w.ctx, 20*time.Second, func() (bool, error) {
+				hv, err := realnode.HostVeth(p.Status.PodIP)
+				veths[i] = hv.Name
+				return err == nil, nil
+			})
+			if err != nil {
+				t.Fatalf("host veth of %s (%s): %v", n, p.Status.PodIP, err)
+			}
+			w.waitRule(t, veths[i], "egress", rateIs(10e6))
+		}
+		for i := 0; i < perRound; i += 2 {
+			if err := w.c.Annotate(w.ctx, "pod", w.ns, names[i], map[string]string{"kubeshaper.io/bandwidth": "20mbps egress"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < perRound; i += 2 {
+			w.waitRule(t, veths[i], "egress", rateIs(20e6))
+		}
+		if err := w.c.Client.CoreV1().Pods(w.ns).DeleteCollection(w.ctx, metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: "app=e2e-churn"}); err != nil {
+			t.Fatal(err)
+		}
+		err := realnode.Poll(w.ctx, 90*time.Second, func() (bool, error) {
+			l, err := w.c.Client.CoreV1().Pods(w.ns).List(w.ctx, metav1.ListOptions{LabelSelector: "app=e2e-churn"})
+			return err == nil && len(l.Items) == 0, nil
+		})
+		if err != nil {
+			t.Fatalf("round %d: churn pods not deleted: %v", round, err)
+		}
+	}
+	w.checkNoLeak(t)
+	w.figure("churn: %d rounds of %d pods (rules applied, half changed, one invalid value each, all deleted at once) in %.0fs, nothing left",
+		rounds, perRound, time.Since(start).Seconds())
 }
 
 // ------------------------------------------------------------------ helpers
