@@ -262,14 +262,18 @@ func progTable() (string, error) {
 		base = med(xs)
 	}
 	what := map[string]string{
-		"ProgTrivial":      "trivial program (the floor)",
-		"ProgNotOurs":      "an interface without a kubeshaper entry",
-		"ProgMonitor":      "no rule: counted only",
-		"ProgMonitorFlows": "no rule, counted, with per-flow records",
-		"ProgBandwidth":    "bandwidth (drop mode)",
-		"ProgLoss":         "loss",
-		"ProgAll":          "bandwidth + loss + counters",
-		"ProgPace":         "pace (EDT)",
+		"ProgTrivial":       "trivial program (the floor)",
+		"ProgNotOurs":       "an interface without a kubeshaper entry",
+		"ProgMonitor":       "no rule: counted only",
+		"ProgMonitorFlows":  "no rule, counted, with per-flow records",
+		"ProgBandwidth":     "bandwidth (drop mode)",
+		"ProgLoss":          "loss",
+		"ProgAll":           "bandwidth + loss + counters",
+		"ProgPace":          "pace (EDT)",
+		"ProgLossPortMatch": "loss targeted at a port, packet matches",
+		"ProgLossPortMiss":  "loss targeted at a port, packet does not match",
+		"ProgLossPeerMatch": "loss targeted at peers (LPM trie), packet matches",
+		"ProgGilbert":       "Gilbert-Elliott loss",
 	}
 	var b strings.Builder
 	b.WriteString("| program path | ns/packet | over the trivial program |\n|---|---|---|\n")
