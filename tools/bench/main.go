@@ -82,7 +82,7 @@ func run() int {
 	fs.StringVar(&rates, "rates", defaultRates, "target rates for the rate section (bits/s; k/M/G suffixes)")
 	fs.StringVar(&dirs, "directions", defaultDirs, "directions, from pod A's point of view: egress (A uploads), ingress (A downloads)")
 	fs.StringVar(&modes, "modes", defaultModes, "modes: drop, tbf, pace (kubeshaper CLI), kernel-tbf (tc tbf baseline), none (unshaped), drop:burst=SIZE (SIZE in bytes, k/M suffix, or a time like 200ms = rate x time)")
-	fs.IntVar(&cfg.Reps, "reps", 1, "repetitions per rate point (median, min and max are reported)")
+	fs.IntVar(&cfg.Reps, "reps", 2, "repetitions per rate point (median, min and max are reported; the committed figures use 2: never a single run)")
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "iperf3 duration per rate point (whole seconds)")
 	fs.BoolVar(&quick, "quick", false, "smoke run: 5 s per point, 200 pings, 20,000 loss datagrams (unless set explicitly)")
 	fs.StringVar(&latR, "latency-rates", defaultLR, "target rates for the latency section")
