@@ -3,8 +3,6 @@ package shaper
 import (
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,27 +15,6 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
-
-// programDir holds the shipped examples and a program the verifier
-// rejects, as the admin's ConfigMap would.
-func programDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, src := range map[string]string{
-		"drop_port.o":    "../../bpf/examples/drop_port.o",
-		"dscp.o":         "../../bpf/examples/dscp.o",
-		"bad_verifier.o": "../datapath/testdata/bad_verifier.o",
-	} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
 
 func (f *fixture) applyPrograms(t *testing.T, ifc Interface, pol rules.Policy) [2]ProgramStatus {
 	t.Helper()
@@ -59,7 +36,7 @@ func (f *fixture) programFilters(t *testing.T, ifc Interface) []attach.Filter {
 // go with the rule.
 func TestCustomProgramsRealTraffic(t *testing.T) {
 	f := setup(t)
-	f.sh.ProgramDir = programDir(t)
+	f.sh.ProgramDir = netlab.ProgramDir(t)
 	ifc := f.iface(t, f.a)
 	pol := parsePolicy(t, map[string]string{"kubeshaper.io/program": "drop_port egress PORT=7101 PROTO=17; dscp ingress DSCP=46"})
 	f.apply(t, ifc, pol)
@@ -124,7 +101,7 @@ func TestCustomProgramsRealTraffic(t *testing.T) {
 // direction is unaffected.
 func TestCustomProgramFailureKeepsBuiltins(t *testing.T) {
 	f := setup(t)
-	f.sh.ProgramDir = programDir(t)
+	f.sh.ProgramDir = netlab.ProgramDir(t)
 	ifc := f.iface(t, f.a)
 	pol := parsePolicy(t, map[string]string{
 		"kubeshaper.io/program": "bad_verifier egress; drop_port ingress PORT=7201",

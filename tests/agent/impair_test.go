@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -143,27 +141,6 @@ func TestUntilInThePast(t *testing.T) {
 	w.Eventually(5*time.Second, "Expired event", func() (bool, string) { return len(w.Events("pa", "Expired")) == 1, "" })
 }
 
-// programDir is the admin's program directory: the shipped examples and a
-// program the verifier rejects.
-func programDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, src := range map[string]string{
-		"drop_port.o":    "../../bpf/examples/drop_port.o",
-		"dscp.o":         "../../bpf/examples/dscp.o",
-		"bad_verifier.o": "../../pkg/datapath/testdata/bad_verifier.o",
-	} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 // TestCustomPrograms: through the agent, an example program acts on real
 // traffic and its drops are counted under reason "program"; a program the
 // verifier rejects gives an ApplyFailed Event with the verifier's message,
@@ -177,7 +154,7 @@ func TestCustomPrograms(t *testing.T) {
 		"kubeshaper.io/loss":    "uniform egress 100% port=7402",
 	})
 	w.Pod(c, "pc", nil, nil)
-	w.StartAgent(agentenv.Options{Args: []string{"--program-dir", programDir(t)}})
+	w.StartAgent(agentenv.Options{Args: []string{"--program-dir", netlab.ProgramDir(t)}})
 
 	w.Eventually(15*time.Second, "ApplyFailed on pb", func() (bool, string) {
 		ev := w.Events("pb", "ApplyFailed")
