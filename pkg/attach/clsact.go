@@ -100,20 +100,30 @@ func removeClsactIfEmpty(conn *tc.Tc, ifindex int) error {
 }
 
 // deleteClsact deletes the interface's clsact; one already gone is not an
-// error. Another process (a second agent, a CNI, an admin) may remove it
-// between our check and our delete: the kernel then answers ENOENT when
-// the interface never had an ingress queue, and EINVAL ("invalid handle")
-// when its emptied slot holds the built-in noop qdisc — told apart from a
-// real EINVAL by looking again.
+// error (see qdiscGone).
 func deleteClsact(conn *tc.Tc, ifindex int) error {
 	err := conn.Qdisc().Delete(clsactObject(ifindex))
-	if err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+	if qdiscGone(err, func() bool {
+		q, qerr := ingressSlot(conn, ifindex)
+		return qerr == nil && (q == nil || q.Kind != "clsact")
+	}) {
 		return nil
 	}
-	if errors.Is(err, unix.EINVAL) {
-		if q, qerr := ingressSlot(conn, ifindex); qerr == nil && (q == nil || q.Kind != "clsact") {
-			return nil
-		}
-	}
 	return fmt.Errorf("delete empty clsact: %w", err)
+}
+
+// qdiscGone reports whether a qdisc delete that returned err left the qdisc
+// gone. Another process (a second agent, a CNI, an admin) may remove it
+// between our look and our delete: the kernel then answers ENOENT when the
+// slot never held one, and EINVAL ("invalid handle") when the slot now
+// holds another qdisc (the built-in noop of an emptied ingress slot, a
+// default root) — told apart from a real EINVAL by looking again (gone).
+func qdiscGone(err error, gone func() bool) bool {
+	switch {
+	case err == nil, errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV):
+		return true
+	case errors.Is(err, unix.EINVAL):
+		return gone()
+	}
+	return false
 }

@@ -215,16 +215,12 @@ func deleteRoot(conn *tc.Tc, ifindex int, kind string) error {
 		obj.Fq = &tc.Fq{}
 	}
 	err := conn.Qdisc().Delete(obj)
-	if err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+	// A root that is still ours after an EINVAL is a real failure.
+	if qdiscGone(err, func() bool {
+		q, qerr := rootQdisc(conn, ifindex)
+		return qerr == nil && (q == nil || q.Handle != QdiscHandle)
+	}) {
 		return nil
-	}
-	if errors.Is(err, unix.EINVAL) {
-		// Removed (or replaced) by someone else since we looked: the
-		// kernel finds a root with another handle. Gone is what we want;
-		// a root that is still ours is a real failure.
-		if q, qerr := rootQdisc(conn, ifindex); qerr == nil && (q == nil || q.Handle != QdiscHandle) {
-			return nil
-		}
 	}
 	return fmt.Errorf("delete our root %s: %w", kind, err)
 }

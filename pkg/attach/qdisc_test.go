@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	tc "github.com/florianl/go-tc"
 )
 
 func rootOf(t *testing.T, ns testNetns, ifindex int) (string, uint32) {
@@ -120,12 +122,19 @@ func TestDeletesToleratePeersThatGotThereFirst(t *testing.T) {
 	ns.do(t, func() error { return EnsureRootTBF(va, 1_250_000, 250_000, 50*time.Millisecond) })
 	ns.in(t, "tc", "qdisc", "del", "dev", "ksa0", "clsact")
 	ns.in(t, "tc", "qdisc", "del", "dev", "ksa0", "root")
-	ns.do(t, func() error {
-		conn, err := dial()
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
+	// The deletes take a connection, as their callers hold one.
+	withConn := func(fn func(conn *tc.Tc) error) {
+		t.Helper()
+		ns.do(t, func() error {
+			conn, err := dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return fn(conn)
+		})
+	}
+	withConn(func(conn *tc.Tc) error {
 		if err := deleteClsact(conn, va); err != nil {
 			t.Errorf("deleting a clsact someone removed: %v", err)
 		}
@@ -136,14 +145,7 @@ func TestDeletesToleratePeersThatGotThereFirst(t *testing.T) {
 	})
 	// A clsact that is present is deleted (the helper is not a no-op).
 	ns.in(t, "tc", "qdisc", "add", "dev", "ksa0", "clsact")
-	ns.do(t, func() error {
-		conn, err := dial()
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		return deleteClsact(conn, va)
-	})
+	withConn(func(conn *tc.Tc) error { return deleteClsact(conn, va) })
 	if out := ns.in(t, "tc", "qdisc", "show", "dev", "ksa0", "clsact"); strings.Contains(out, "clsact") {
 		t.Errorf("clsact still there: %s", out)
 	}
