@@ -1,12 +1,15 @@
 # kubeshaper — build, test, benchmark. Tests and benchmarks need root (BPF,
 # network namespaces); `make test` is what CI runs (.ci/run).
 GO        ?= go
+# tools/deps.sh links a fetched Go toolchain at .cache/go when the machine
+# has none (a bare machine): every target finds it.
+export PATH := /usr/local/go/bin:$(CURDIR)/.cache/go/bin:$(PATH)
 BIN       := bin
 PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
+.PHONY: deps test-run all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e demo
 
 all: build
@@ -39,12 +42,24 @@ vet:
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l cmd pkg tests tools)" || { gofmt -l cmd pkg tests tools; echo "gofmt needed" >&2; exit 1; }
 
+# What the machine must have (apt packages, Go): tools/deps.sh, one list
+# for make test, demo, e2e, cluster-up and CI. DEPS picks its groups.
+DEPS ?= test
+deps:
+	tools/deps.sh $(DEPS)
+
 # Everything CI proves: vet, every test (prog.Run, real netns/veth traffic,
 # real kube-apiserver), each fuzzer for FUZZTIME, the real-node e2e (its
 # own step, so `go test ./...` skips it: KUBESHAPER_E2E=0), and the
 # kernel-facing tests on Debian kernels 5.10 … 7.3 in qemu (CI-sized).
 # KERNELS_CACHE (default .cache/kernels) holds the ~1 GB of kernels.
-test: bpffs vet build
+# First installs what is missing (tools/deps.sh test), so that it runs on
+# a bare machine; a second make reads the PATH the installed Go is on.
+test:
+	tools/deps.sh test
+	$(MAKE) test-run
+
+test-run: bpffs vet build
 	KUBESHAPER_E2E=0 $(GO) test -count=1 -timeout 20m $(PKGS)
 	$(MAKE) fuzz
 	$(MAKE) e2e
@@ -127,6 +142,7 @@ clean:
 # single-node cluster (etcd, kube-apiserver, controller-manager, scheduler,
 # kubelet, kube-proxy, containerd, CNI bridge) with all state in .cluster/.
 cluster-up: bpffs
+	tools/deps.sh cluster
 	tools/cluster/up.sh
 
 cluster-down:
@@ -136,6 +152,7 @@ deploy:
 	tools/cluster/deploy.sh
 
 e2e: bpffs
+	tools/deps.sh cluster
 	tools/cluster/e2e.sh
 
 demo:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: from a bare machine to a shaped pod, measured.
-#   1. install what is missing (tools/cluster/deps.sh: apt packages, Go),
+#   1. install what is missing (tools/deps.sh demo: apt packages, Go),
 #   2. bring the local single-node cluster up (tools/cluster/up.sh; the
 #      first run builds Kubernetes from the Go module proxy, ~5-7 min),
 #   3. build and deploy kubeshaper (tools/cluster/deploy.sh),
@@ -11,8 +11,8 @@
 # down (DEMO_DOWN=1 make demo does it at the end).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=tools/cluster/deps.sh
-source "${here}/deps.sh"
+# shellcheck source=tools/deps.sh
+source "${here}/../deps.sh" demo
 # shellcheck source=tools/cluster/lib.sh
 source "${here}/lib.sh"
 need_root

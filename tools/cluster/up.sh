@@ -63,7 +63,7 @@ for b in containerd ctr runc etcd iptables iptables-save ip6tables-save openssl 
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] || missing+=("/usr/lib/cni (containernetworking-plugins)")
 if ((${#missing[@]})); then
-	die "missing: ${missing[*]} — apt-get install --no-install-recommends containerd runc containernetworking-plugins etcd-server iptables openssl iproute2 (tools/cluster/deps.sh does it)"
+	die "missing: ${missing[*]} — apt-get install --no-install-recommends containerd runc containernetworking-plugins etcd-server iptables openssl iproute2 (tools/deps.sh cluster does it)"
 fi
 mountpoint -q /sys/fs/bpf || die "/sys/fs/bpf is not mounted (make bpffs)"
 
