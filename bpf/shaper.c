@@ -80,7 +80,9 @@ __u32 ks_dup_mark = 0x00100000;
 /*
  * The host veth a pod-side program instance works for. Pod eth0 ifindexes
  * repeat across pods, so the key cannot come from the skb there; user space
- * loads one instance per pod that paces its egress, with this set.
+ * loads one instance per pod and direction handled pod-side (EDT on pod
+ * egress, or a host side that is bypassed: peer redirect, a foreign
+ * program), with this set.
  */
 volatile const __u32 ks_host_ifindex = 0;
 
@@ -610,8 +612,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 		.ifindex = at_pod ? ks_host_ifindex : skb->ifindex,
 		.dir = dir,
 	};
-	/* Pod egress at the host veth is its tc ingress; the rest is egress. */
-	bool tc_ingress = dir == KS_DIR_EGRESS && !at_pod;
+	/* The hook this runs at: pod egress is the host veth's tc ingress and
+	 * the pod eth0's tc egress; pod ingress the other way round. */
+	bool tc_ingress = (dir == KS_DIR_EGRESS) != at_pod;
 	struct ks_pkt p = {};
 	struct ks_rule *cfg;
 	struct ks_counters *c;
@@ -626,7 +629,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 		return TC_ACT_UNSPEC; /* not ours (a stale filter): stay out */
 	flags = cfg->flags;
 	/* Exactly one program handles each direction: the pod-side instance
-	 * when the rule is EDT on pod egress, else the host-side one. */
+	 * when the direction's rule is marked at-pod, else the host-side one
+	 * (the flag is per {interface, direction}: each direction decides). */
 	if (!!(flags & KS_F_AT_POD) != at_pod)
 		return TC_ACT_UNSPEC;
 
@@ -696,6 +700,18 @@ SEC("tc")
 int ks_pod_side(struct __sk_buff *skb)
 {
 	return handle(skb, KS_DIR_EGRESS, true);
+}
+
+/*
+ * Attached at the pod's own eth0 tc ingress (inside its netns) when what
+ * the pod receives can skip the host veth's tc egress (bpf_redirect_peer,
+ * netkit, a foreign program there): every delivery into the pod crosses
+ * this hook. Drop-mode rules only; a timestamp here meets no qdisc.
+ */
+SEC("tc")
+int ks_pod_side_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, KS_DIR_INGRESS, true);
 }
 
 /* ks_clock pairs the two clocks for user space, which converts flow

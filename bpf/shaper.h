@@ -33,8 +33,9 @@ enum ks_flags {
 	KS_F_DELAY = 1 << 3,  /* EDT: add delay (+ jitter) (needs fq) */
 	KS_F_SPARSE = 1 << 4, /* small packets ride on the bucket's debt */
 	KS_F_QDISC = 1 << 5,  /* a kernel qdisc (tbf) enforces rate: count only */
-	KS_F_AT_POD = 1 << 6, /* EDT for pod egress runs on the pod's eth0, where
-			       * fq can honour it: the host-side program stays out */
+	KS_F_AT_POD = 1 << 6, /* this direction runs on the pod's eth0 (EDT for
+			       * pod egress, where fq can honour it; a bypassed
+			       * host side): the host-side program stays out */
 	KS_F_FLOWS = 1 << 7,  /* keep per-flow records (ks_flows) */
 	KS_F_TARGETED = 1 << 8, /* some rules apply to targets only (targets[]) */
 	KS_F_GILBERT = 1 << 9,  /* Gilbert-Elliott burst loss (ge_*) */

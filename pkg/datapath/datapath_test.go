@@ -443,7 +443,7 @@ func TestPodSideProgram(t *testing.T) {
 	if err := dp.Set(KeyOf(host, rules.Egress), cfg); err != nil {
 		t.Fatal(err)
 	}
-	prog, err := dp.PodSideProgram(host)
+	prog, err := dp.PodSideProgram(host, rules.Egress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,5 +470,57 @@ func TestPodSideProgram(t *testing.T) {
 	}
 	if c, _, _ := dp.Counters(KeyOf(loIfindex, rules.Egress)); c.Packets != 0 {
 		t.Fatalf("host-side program counted an at-pod rule's packet")
+	}
+}
+
+// TestPodSideIngressProgram: the pod-side ingress instance enforces a
+// pod-ingress rule marked at-pod (100 % loss: deterministic) on the host veth's key, while
+// the host-side ingress program stays out of it; the egress direction of
+// the same veth is untouched (the at-pod flag is per direction).
+func TestPodSideIngressProgram(t *testing.T) {
+	dp := openTest(t)
+	cfg, err := ConfigFor(rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossUniform, Percent: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SetAtPod()
+	const host = 4243
+	if err := dp.Set(KeyOf(host, rules.Ingress), cfg); err != nil {
+		t.Fatal(err)
+	}
+	prog, err := dp.PodSideProgram(host, rules.Ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	shot := 0
+	for range 200 {
+		ret, err := prog.Run(&ebpf.RunOptions{Data: udpPacket(1400), Context: skbCtx{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ret == actShot {
+			shot++
+		}
+	}
+	if shot != 200 {
+		t.Fatalf("pod-side ingress instance dropped %d of 200 packets under 100 %% loss", shot)
+	}
+	c, ok, err := dp.Counters(KeyOf(host, rules.Ingress))
+	if err != nil || !ok || c.Packets != 200 {
+		t.Fatalf("host veth's ingress counters after the pod-side run: %+v ok=%v err=%v", c, ok, err)
+	}
+	if c, _, _ := dp.Counters(KeyOf(host, rules.Egress)); c.Packets != 0 {
+		t.Fatalf("pod-side ingress instance counted on the egress key: %+v", c)
+	}
+	// The host-side ingress program, had it the same key, must stay out.
+	if err := dp.Set(KeyOf(loIfindex, rules.Ingress), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if ret := run(t, dp, rules.Ingress, udpPacket(1000), &skbCtx{}); ret != actUnspec {
+		t.Fatalf("host-side program acted on an at-pod ingress rule: ret %d", ret)
+	}
+	if c, _, _ := dp.Counters(KeyOf(loIfindex, rules.Ingress)); c.Packets != 0 {
+		t.Fatalf("host-side program counted an at-pod ingress rule's packet")
 	}
 }

@@ -4,15 +4,20 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
-// PodSideProgram loads an instance of the pod-side program (EDT for pod
-// egress, attached on the pod's eth0 under fq) bound to the host veth
-// hostIfindex: its rule, state and counters are that veth's egress
-// entries. The caller attaches it and then closes its handle; the filter
-// keeps the program alive, and deleting the filter (or the pod's netns)
-// frees it.
-func (d *Datapath) PodSideProgram(hostIfindex int) (*ebpf.Program, error) {
+// PodSideProgram loads an instance of the pod-side program for one
+// direction, bound to the host veth hostIfindex: its rule, state and
+// counters are that veth's entries for dir. Pod egress runs at the pod
+// eth0's tc egress (EDT under fq, or a bypassed host side), pod ingress at
+// its tc ingress (a host side that deliveries skip: bpf_redirect_peer, a
+// foreign program). Pod interfaces' ifindexes repeat across network
+// namespaces, hence one instance per pod and direction with the key baked
+// in. The caller attaches it and then closes its handle; the attachment
+// keeps the program alive, and removing it (or the pod's netns) frees it.
+func (d *Datapath) PodSideProgram(hostIfindex int, dir rules.Direction) (*ebpf.Program, error) {
 	spec, err := loadShaper()
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeshaper's BPF object: %w", err)
@@ -20,8 +25,13 @@ func (d *Datapath) PodSideProgram(hostIfindex int) (*ebpf.Program, error) {
 	if err := spec.Variables[shaperVarKsHostIfindex].Set(uint32(hostIfindex)); err != nil {
 		return nil, fmt.Errorf("setting the pod-side program's interface: %w", err)
 	}
-	var objs struct {
-		Prog *ebpf.Program `ebpf:"ks_pod_side"`
+	// The duplicate mark this process uses (--duplicate-mark), not the
+	// object's default.
+	var mark uint32
+	if err := d.objs.KsDupMark.Get(&mark); err == nil && mark != 0 {
+		if err := spec.Variables[shaperVarKsDupMark].Set(mark); err != nil {
+			return nil, fmt.Errorf("setting the pod-side program's duplicate mark: %w", err)
+		}
 	}
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		shaperMapKsRules: d.objs.KsRules,
@@ -29,8 +39,21 @@ func (d *Datapath) PodSideProgram(hostIfindex int) (*ebpf.Program, error) {
 		shaperMapKsFlows: d.objs.KsFlows,
 		shaperMapKsPeers: d.objs.KsPeers,
 	}}
-	if err := spec.LoadAndAssign(&objs, opts); err != nil {
-		return nil, fmt.Errorf("loading the pod-side program for ifindex %d: %w", hostIfindex, err)
+	// LoadAndAssign loads only the program asked for (and its maps).
+	var prog *ebpf.Program
+	if dir == rules.Ingress {
+		var objs struct {
+			Prog *ebpf.Program `ebpf:"ks_pod_side_ingress"`
+		}
+		err, prog = spec.LoadAndAssign(&objs, opts), objs.Prog
+	} else {
+		var objs struct {
+			Prog *ebpf.Program `ebpf:"ks_pod_side"`
+		}
+		err, prog = spec.LoadAndAssign(&objs, opts), objs.Prog
 	}
-	return objs.Prog, nil
+	if err != nil {
+		return nil, fmt.Errorf("loading the pod-side %s program for ifindex %d: %w", dir, hostIfindex, err)
+	}
+	return prog, nil
 }

@@ -150,21 +150,22 @@ type shaperKsTargets struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	shaperMapKsDupGuard     = "ks_dup_guard"
-	shaperMapKsFlows        = "ks_flows"
-	shaperMapKsPeers        = "ks_peers"
-	shaperMapKsRules        = "ks_rules"
-	shaperMapKsStats        = "ks_stats"
-	shaperProgKsClock       = "ks_clock"
-	shaperProgKsPodEgress   = "ks_pod_egress"
-	shaperProgKsPodIngress  = "ks_pod_ingress"
-	shaperProgKsPodSide     = "ks_pod_side"
-	shaperVarKsClockJiffies = "ks_clock_jiffies"
-	shaperVarKsClockNs      = "ks_clock_ns"
-	shaperVarKsDupMark      = "ks_dup_mark"
-	shaperVarKsFlagsUnused  = "ks_flags_unused"
-	shaperVarKsHostIfindex  = "ks_host_ifindex"
-	shaperVarKsReasonUnused = "ks_reason_unused"
+	shaperMapKsDupGuard        = "ks_dup_guard"
+	shaperMapKsFlows           = "ks_flows"
+	shaperMapKsPeers           = "ks_peers"
+	shaperMapKsRules           = "ks_rules"
+	shaperMapKsStats           = "ks_stats"
+	shaperProgKsClock          = "ks_clock"
+	shaperProgKsPodEgress      = "ks_pod_egress"
+	shaperProgKsPodIngress     = "ks_pod_ingress"
+	shaperProgKsPodSide        = "ks_pod_side"
+	shaperProgKsPodSideIngress = "ks_pod_side_ingress"
+	shaperVarKsClockJiffies    = "ks_clock_jiffies"
+	shaperVarKsClockNs         = "ks_clock_ns"
+	shaperVarKsDupMark         = "ks_dup_mark"
+	shaperVarKsFlagsUnused     = "ks_flags_unused"
+	shaperVarKsHostIfindex     = "ks_host_ifindex"
+	shaperVarKsReasonUnused    = "ks_reason_unused"
 )
 
 // loadShaper returns the embedded CollectionSpec for shaper.
@@ -209,10 +210,11 @@ type shaperSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperProgramSpecs struct {
-	KsClock      *ebpf.ProgramSpec `ebpf:"ks_clock"`
-	KsPodEgress  *ebpf.ProgramSpec `ebpf:"ks_pod_egress"`
-	KsPodIngress *ebpf.ProgramSpec `ebpf:"ks_pod_ingress"`
-	KsPodSide    *ebpf.ProgramSpec `ebpf:"ks_pod_side"`
+	KsClock          *ebpf.ProgramSpec `ebpf:"ks_clock"`
+	KsPodEgress      *ebpf.ProgramSpec `ebpf:"ks_pod_egress"`
+	KsPodIngress     *ebpf.ProgramSpec `ebpf:"ks_pod_ingress"`
+	KsPodSide        *ebpf.ProgramSpec `ebpf:"ks_pod_side"`
+	KsPodSideIngress *ebpf.ProgramSpec `ebpf:"ks_pod_side_ingress"`
 }
 
 // shaperMapSpecs contains maps before they are loaded into the kernel.
@@ -291,10 +293,11 @@ type shaperVariables struct {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperPrograms struct {
-	KsClock      *ebpf.Program `ebpf:"ks_clock"`
-	KsPodEgress  *ebpf.Program `ebpf:"ks_pod_egress"`
-	KsPodIngress *ebpf.Program `ebpf:"ks_pod_ingress"`
-	KsPodSide    *ebpf.Program `ebpf:"ks_pod_side"`
+	KsClock          *ebpf.Program `ebpf:"ks_clock"`
+	KsPodEgress      *ebpf.Program `ebpf:"ks_pod_egress"`
+	KsPodIngress     *ebpf.Program `ebpf:"ks_pod_ingress"`
+	KsPodSide        *ebpf.Program `ebpf:"ks_pod_side"`
+	KsPodSideIngress *ebpf.Program `ebpf:"ks_pod_side_ingress"`
 }
 
 func (p *shaperPrograms) Close() error {
@@ -303,6 +306,7 @@ func (p *shaperPrograms) Close() error {
 		p.KsPodEgress,
 		p.KsPodIngress,
 		p.KsPodSide,
+		p.KsPodSideIngress,
 	)
 }
 

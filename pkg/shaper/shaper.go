@@ -217,7 +217,7 @@ func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
 	}
 	var prog *ebpf.Program
 	if c.NeedsFQ() {
-		p, err := s.dp.PodSideProgram(ifc.Index)
+		p, err := s.dp.PodSideProgram(ifc.Index, rules.Egress)
 		if err != nil {
 			return err
 		}
