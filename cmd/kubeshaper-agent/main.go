@@ -29,6 +29,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/kube"
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/reconcile"
+	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 )
 
 type options struct {
@@ -184,7 +185,7 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	defer bc.Shutdown()
 	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
 
-	rec := reconcile.New(w, dp, recorder, log, reconcile.Options{NodeNetns: o.nodeNetns, ProgramDir: o.impair.programDir})
+	rec := reconcile.New(w, shaper.NewNode(dp, o.nodeNetns, o.impair.programDir), recorder, log, reconcile.Options{})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

@@ -8,8 +8,6 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/kubeshaper/kubeshaper/pkg/attach"
-	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
@@ -23,7 +21,7 @@ func (r *Reconciler) programWant(pol rules.Policy) [2]string {
 		if p == nil {
 			continue
 		}
-		name, err := datapath.CustomFilterName(r.opts.ProgramDir, *p, d)
+		name, err := r.node.ProgramName(*p, d)
 		if err != nil {
 			out[d] = "error: " + err.Error()
 			continue
@@ -44,9 +42,7 @@ func (r *Reconciler) programsIntact(st *podState, want rules.Policy) bool {
 	if r.programWant(want) != st.progs {
 		return false
 	}
-	ok := false
-	r.inNode(func() error { ok = r.sh.ProgramsIntact(st.ifc, st.progUp); return nil })
-	return ok
+	return r.node.ProgramsIntact(st.ifc, st.progUp)
 }
 
 // applyPrograms runs the shaper's program step for the pod and reports
@@ -59,16 +55,7 @@ func (r *Reconciler) applyPrograms(pod *corev1.Pod, ps *podState, want rules.Pol
 			return
 		}
 	}
-	var st [2]struct {
-		Filter string
-		Err    error
-	}
-	r.inNode(func() error {
-		for d, s := range r.sh.ApplyPrograms(ps.ifc, want) {
-			st[d].Filter, st[d].Err = s.Filter, s.Err
-		}
-		return nil
-	})
+	st := r.node.ApplyPrograms(ps.ifc, want)
 	var msgs []string
 	for _, d := range rules.Directions {
 		ps.progs[d] = st[d].Filter
@@ -98,16 +85,7 @@ func (r *Reconciler) hadPrograms(ifindex int) bool {
 	}
 	r.mu.Unlock()
 	// After a restart nothing is known: the filters say.
-	n := 0
-	r.inNode(func() error {
-		fl, err := listProgramFilters(ifindex)
-		n = len(fl)
-		if err != nil {
-			n = 1 // unsure: let the shaper's step look
-		}
-		return nil
-	})
-	return n > 0
+	return r.node.HasPrograms(ifindex)
 }
 
 // effective computes the pod's policy at this moment: sources whose time
@@ -117,8 +95,7 @@ func (r *Reconciler) hadPrograms(ifindex int) bool {
 func (r *Reconciler) effective(key string, pod *corev1.Pod, want Desired) (rules.Policy, []Ended, error) {
 	now := time.Now()
 	pol, ended, next, err := want.Effective(now, func(s Source, now time.Time) (time.Time, bool, error) {
-		rec, err := r.dp.RuleSet(datapath.NewRuleSetKey(string(pod.UID), s.RuleSet()), now)
-		return rec.FirstApplied(), rec.Announced != 0, err
+		return r.node.RuleSetClock(string(pod.UID), s.RuleSet(), now)
 	})
 	if err != nil {
 		return pol, nil, err
@@ -139,10 +116,8 @@ func (r *Reconciler) announce(pod *corev1.Pod, ended []Ended) {
 		msg := e.message()
 		r.events.Event(pod, corev1.EventTypeNormal, ReasonExpired, msg)
 		r.log.WithFields(logrus.Fields{"pod": pod.Namespace + "/" + pod.Name, "late": time.Since(e.Deadline)}).Info(msg)
-		if err := r.dp.AnnounceRuleSet(datapath.NewRuleSetKey(string(pod.UID), e.Source.RuleSet())); err != nil {
+		if err := r.node.AnnounceRuleSet(string(pod.UID), e.Source.RuleSet()); err != nil {
 			r.log.WithError(err).Warn(fmt.Sprintf("recording that %s/%s's time limit was announced", pod.Namespace, pod.Name))
 		}
 	}
 }
-
-var listProgramFilters = attach.ListProgramFilters

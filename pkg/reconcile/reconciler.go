@@ -19,10 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/kubeshaper/kubeshaper/pkg/attach"
-	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/kube"
-	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 )
@@ -37,15 +34,8 @@ const (
 
 // Options configure a Reconciler.
 type Options struct {
-	// NodeNetns is the netns holding the pods' host-side veths; empty means
-	// the agent's own (the node's, with hostNetwork). Tests use a "node"
-	// netns while the agent stays where the API server is reachable.
-	NodeNetns string
 	// RetryNotReady is how soon a pod whose netns is not up yet is retried.
 	RetryNotReady time.Duration
-	// ProgramDir is the admin's directory of custom programs
-	// (kubeshaper.io/program); empty refuses them with an Event.
-	ProgramDir string
 }
 
 // podState is what this process applied to one pod.
@@ -65,9 +55,7 @@ type podState struct {
 // Reconciler applies desired state pod by pod.
 type Reconciler struct {
 	w      *kube.Watcher
-	dp     *datapath.Datapath
-	sh     *shaper.Shaper
-	finder *podnet.Finder
+	node   Node
 	events record.EventRecorder
 	log    *logrus.Entry
 	opts   Options
@@ -85,28 +73,19 @@ type Reconciler struct {
 	counters
 }
 
-// New returns a Reconciler; Run starts it.
-func New(w *kube.Watcher, dp *datapath.Datapath, events record.EventRecorder, log *logrus.Entry, opts Options) *Reconciler {
+// New returns a Reconciler of the pods w watches, acting on node; Run
+// starts it.
+func New(w *kube.Watcher, node Node, events record.EventRecorder, log *logrus.Entry, opts Options) *Reconciler {
 	if opts.RetryNotReady == 0 {
 		opts.RetryNotReady = time.Second
 	}
-	sh := shaper.New(dp)
-	sh.ProgramDir = opts.ProgramDir
 	r := &Reconciler{
-		w: w, dp: dp, sh: sh, finder: podnet.NewFinder(),
+		w: w, node: node,
 		events: events, log: log, opts: opts,
 		applied: map[string]*podState{}, posted: map[string]string{},
 	}
 	r.followServices()
 	return r
-}
-
-// inNode runs fn in the node netns (where host veths and their filters are).
-func (r *Reconciler) inNode(fn func() error) error {
-	if r.opts.NodeNetns == "" {
-		return fn()
-	}
-	return podnet.Do(r.opts.NodeNetns, fn)
 }
 
 // Sync drives one pod (namespace/name) to its desired state.
@@ -167,26 +146,26 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	r.mu.Unlock()
 	sameSandbox := st != nil && st.uid == pod.UID && st.ip == pod.Status.PodIP
 	svcPeers := r.serviceDigest(want)
-	if sameSandbox && st.policy.Equal(want) && st.svcPeers == svcPeers && r.intact(st.ifc) && r.programsIntact(st, want) {
+	if sameSandbox && st.policy.Equal(want) && st.svcPeers == svcPeers && r.node.Intact(st.ifc) && r.programsIntact(st, want) {
 		return nil
 	}
 	var ifc shaper.Interface
-	if sameSandbox && r.linkIs(st.ifc) {
+	if sameSandbox && r.node.Exists(st.ifc) {
 		ifc = st.ifc
 	} else {
 		var err error
-		ifc, err = r.resolve(ip)
-		if errors.Is(err, podnet.ErrNetnsNotFound) {
+		ifc, err = r.node.Resolve(ip)
+		if errors.Is(err, shaper.ErrNetnsNotFound) {
 			// The IP is in the API before the sandbox is up, or the
 			// sandbox is being torn down: retry, it is not a failure.
 			r.w.Queue.AddAfter(key, r.opts.RetryNotReady)
 			return nil
 		}
-		if errors.Is(err, podnet.ErrNotVeth) {
+		if errors.Is(err, shaper.ErrNotVeth) {
 			r.warnOnce(pod, ReasonNotShapeable, fmt.Sprintf("the pod's interface holding %s is not a veth: kubeshaper shapes veth-based pods only (%v)", ip, err))
 			return nil
 		}
-		if errors.Is(err, podnet.ErrAmbiguousIP) {
+		if errors.Is(err, shaper.ErrAmbiguousIP) {
 			// Another netns (a stale sandbox, a container outside
 			// Kubernetes) holds the same address behind a host veth:
 			// shaping a guess could throttle the wrong workload. Say so,
@@ -199,18 +178,18 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	}
 	if st != nil && st.ifc.Index != ifc.Index {
 		// A new sandbox: what the old one carried goes with it.
-		if err := r.clear(st.ifc); err != nil {
+		if err := r.node.Clear(st.ifc); err != nil {
 			r.log.WithError(err).WithField("pod", key).Warn("clearing the previous sandbox's state")
 		}
 	}
-	if err := r.inNode(func() error { return r.sh.Apply(ifc, want) }); err != nil {
+	if err := r.node.Apply(ifc, want); err != nil {
 		r.warnOnce(pod, ReasonApplyFailed, explain(err))
 		r.mu.Lock()
 		delete(r.applied, key)
 		r.mu.Unlock()
 		return err
 	}
-	if err := r.dp.SetPodName(ifc.Index, key); err != nil {
+	if err := r.node.RecordPod(ifc.Index, key); err != nil {
 		r.log.WithError(err).WithField("pod", key).Warn("recording the pod's name for the node CLI")
 	}
 	changed := st == nil || !st.policy.Equal(want)
@@ -235,51 +214,6 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	return nil
 }
 
-// resolve finds the pod's netns by its IP, then its host-side veth.
-func (r *Reconciler) resolve(ip net.IP) (shaper.Interface, error) {
-	var ifc shaper.Interface
-	err := r.inNode(func() error {
-		nsPath, hv, err := r.finder.Resolve(ip)
-		if err != nil {
-			return err
-		}
-		ifc = shaper.Interface{Name: hv.Name, Index: hv.Index,
-			Pod: podnet.PodVeth{NetnsPath: nsPath, IfIndex: hv.PodIfIndex, IfName: hv.PodIfName}}
-		return nil
-	})
-	return ifc, err
-}
-
-// linkIs reports whether the host veth still exists under the same index.
-func (r *Reconciler) linkIs(ifc shaper.Interface) bool {
-	ok := false
-	r.inNode(func() error {
-		l, err := net.InterfaceByIndex(ifc.Index)
-		ok = err == nil && l.Name == ifc.Name
-		return nil
-	})
-	return ok
-}
-
-// intact checks the kernel still has what was applied: both rules in the
-// map and both filters on the veth (someone may have run `tc filter del`).
-func (r *Reconciler) intact(ifc shaper.Interface) bool {
-	for _, d := range rules.Directions {
-		if _, ok, err := r.dp.Lookup(datapath.KeyOf(ifc.Index, d)); err != nil || !ok {
-			return false
-		}
-	}
-	n := 0
-	r.inNode(func() error {
-		fl, err := attach.ListFilters(ifc.Index)
-		if err == nil {
-			n = len(fl)
-		}
-		return nil
-	})
-	return n == 2
-}
-
 func (r *Reconciler) remove(key string) error {
 	r.gcMu.RLock()
 	defer r.gcMu.RUnlock()
@@ -289,7 +223,7 @@ func (r *Reconciler) remove(key string) error {
 	if st == nil {
 		return nil
 	}
-	if err := r.clear(st.ifc); err != nil {
+	if err := r.node.Clear(st.ifc); err != nil {
 		return fmt.Errorf("removing %s's rules: %w", key, err)
 	}
 	r.mu.Lock()
@@ -297,18 +231,6 @@ func (r *Reconciler) remove(key string) error {
 	r.mu.Unlock()
 	r.log.WithFields(logrus.Fields{"pod": key, "veth": st.ifc.Name}).Debug("removed")
 	return nil
-}
-
-// clear removes what was applied to ifc; when the veth is gone (the pod's
-// sandbox was torn down) only the map entries are left to delete.
-func (r *Reconciler) clear(ifc shaper.Interface) error {
-	if !r.linkIs(ifc) {
-		return r.sh.ForgetIndex(ifc.Index)
-	}
-	if ifc.Pod.NetnsPath != "" && !podnet.Exists(ifc.Pod.NetnsPath) {
-		ifc.Pod = podnet.PodVeth{}
-	}
-	return r.inNode(func() error { return r.sh.Clear(ifc) })
 }
 
 func (r *Reconciler) reportInvalid(pod *corev1.Pod, svcs []*corev1.Service, want Desired) {

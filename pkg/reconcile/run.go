@@ -3,7 +3,6 @@ package reconcile
 import (
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,11 +10,6 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/kubeshaper/kubeshaper/pkg/attach"
-	"github.com/kubeshaper/kubeshaper/pkg/datapath"
-	"github.com/kubeshaper/kubeshaper/pkg/podnet"
-	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 )
 
 // InitialSync reconciles every pod in the cache once, synchronously, and
@@ -125,56 +119,23 @@ func (r *Reconciler) CollectGarbage() error {
 		claimed[st.ifc.Index] = true
 	}
 	r.mu.Unlock()
-	keys, err := r.dp.Keys()
-	if err != nil {
-		return err
-	}
-	unclaimed := map[int]bool{}
-	for _, k := range keys {
-		if !claimed[int(k.Ifindex)] {
-			unclaimed[int(k.Ifindex)] = true
-		}
-	}
-	var ours map[int][]attach.Filter
-	if err := r.inNode(func() (err error) { ours, err = attach.ListAllOurs(); return err }); err != nil {
-		return fmt.Errorf("listing kubeshaper filters: %w", err)
-	}
-	for idx := range ours {
-		if !claimed[idx] {
-			unclaimed[idx] = true
-		}
-	}
 	var errs []error
 	// Time-limit clocks of pods that are gone (kept for every pod still
 	// on the node, shaped or not: an expired rule must stay expired).
 	if pods, err := r.w.Pods.List(labels.Everything()); err == nil {
-		live := make(map[[16]byte]bool, len(pods))
-		for _, p := range pods {
-			live[datapath.PodKey(string(p.UID))] = true
+		live := make([]string, len(pods))
+		for i, p := range pods {
+			live[i] = string(p.UID)
 		}
-		if err := r.dp.ForgetRuleSets(func(k [16]byte) bool { return live[k] }); err != nil {
+		if err := r.node.ForgetRuleSets(live); err != nil {
 			errs = append(errs, fmt.Errorf("forgetting time limits of deleted pods: %w", err))
 		}
 	}
-	for idx := range unclaimed {
-		err := r.inNode(func() error {
-			l, err := net.InterfaceByIndex(idx)
-			if err != nil {
-				return r.sh.ForgetIndex(idx)
-			}
-			ifc := shaper.Interface{Name: l.Name, Index: idx}
-			if pod, err := podnet.PodEnd(l.Name); err == nil {
-				ifc.Pod = pod
-			}
-			return r.sh.Clear(ifc)
-		})
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
+	removed, err := r.node.CollectLeftovers(func(ifindex int) bool { return claimed[ifindex] })
+	for _, idx := range removed {
 		r.log.WithField("ifindex", idx).Info("removed leftover kubeshaper state no pod wants")
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, err)...)
 }
 
 // Cleanup removes everything kubeshaper put on this node: every pod's
@@ -194,7 +155,7 @@ func (r *Reconciler) Cleanup() error {
 		go func() {
 			defer wg.Done()
 			for st := range work {
-				if err := r.clear(st.ifc); err != nil {
+				if err := r.node.Clear(st.ifc); err != nil {
 					failed <- err
 				}
 			}
@@ -215,7 +176,7 @@ func (r *Reconciler) Cleanup() error {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		if err := datapath.RemovePins(r.dp.PinDir()); err != nil {
+		if err := r.node.RemovePins(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 // its current addresses, and re-applies them when its EndpointSlices
 // change (a Deployment scales, a pod is replaced).
 func (r *Reconciler) followServices() {
-	r.sh.Services = r.servicePeers
+	r.node.UseServicePeers(r.servicePeers)
 	if err := r.w.WatchEndpoints(r.servicesChanged); err != nil {
 		r.log.WithError(err).Warn("watching EndpointSlices: rules targeting a Service will not follow its endpoints")
 	}
