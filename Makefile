@@ -17,6 +17,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/kubeshaper ./cmd/kubeshaper
 	$(GO) build -o $(BIN)/kubeshaper-agent ./cmd/kubeshaper-agent
+	$(GO) build -o $(BIN)/kubectl-kubeshaper ./cmd/kubectl-kubeshaper
 
 # Regenerate the BPF object and its Go bindings (needs clang, llvm-strip,
 # libbpf headers). The results are committed so `go build` needs no clang.

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeshaper/kubeshaper/pkg/kube"
+	"github.com/kubeshaper/kubeshaper/pkg/nodestatus"
 	"github.com/kubeshaper/kubeshaper/pkg/reconcile"
 )
 
@@ -64,8 +65,10 @@ func (s *servers) shutdown() {
 	}
 }
 
-// extra are more collectors for /metrics (per-pod traffic figures).
-func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Reconciler, api *apiProbe, extra ...prometheus.Collector) *servers {
+// extra are more collectors for /metrics (per-pod traffic figures). status
+// (/status) is served beside /metrics, or beside /healthz when metrics
+// are off.
+func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Reconciler, api *apiProbe, status http.Handler, extra ...prometheus.Collector) *servers {
 	s := &servers{}
 	serve := func(addr string, h http.Handler) {
 		srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
@@ -89,6 +92,9 @@ func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Rec
 				rw.Write([]byte("ok\n"))
 			}
 		})
+		if o.metricsAddr == "" {
+			mux.Handle(nodestatus.Path, status)
+		}
 		serve(o.healthAddr, mux)
 	}
 	if o.metricsAddr != "" {
@@ -112,6 +118,7 @@ func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Rec
 		reg.MustRegister(extra...)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle(nodestatus.Path, status)
 		serve(o.metricsAddr, mux)
 	}
 	return s

@@ -195,7 +195,8 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	srv := startHTTP(o, log, w, rec, api, mon.collectors()...)
+	st := &statusServer{node: o.nodeName, rec: rec, dp: dp, col: mon.collector}
+	srv := startHTTP(o, log, w, rec, api, st, mon.collectors()...)
 	defer srv.shutdown()
 
 	w.Start(ctx.Done())

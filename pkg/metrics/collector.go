@@ -163,6 +163,16 @@ func (c *Collector) Sample() {
 // ReadErrors counts failed datapath reads (scrapes and samples).
 func (c *Collector) ReadErrors() uint64 { return c.readErrors.Load() }
 
+// Achieved is what a pod's direction achieved over the window, cur being
+// its counters read now (for the agent's /status); ok is false before the
+// sampler has a reading at least a second old.
+func (c *Collector) Achieved(v reconcile.PodView, d rules.Direction, cur datapath.Counters) (datapath.Achieved, bool) {
+	return c.achieved(ringKey{v.UID, v.Ifindex, d}, cur, c.now())
+}
+
+// Window is the sliding window of the achieved figures.
+func (c *Collector) Window() time.Duration { return c.opts.Window }
+
 // achieved compares cur with the oldest reading of the window.
 func (c *Collector) achieved(k ringKey, cur datapath.Counters, now time.Time) (datapath.Achieved, bool) {
 	c.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
@@ -27,4 +28,24 @@ func (r *Reconciler) Snapshot() []PodView {
 	r.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
+}
+
+// Why recomputes what a pod's own annotations and those of the Services
+// selecting it ask for, from the agent's caches (no I/O): the sources and
+// the invalid keys behind a pod's rules, for the agent's /status. ok is
+// false when the pod is no longer in the cache.
+func (r *Reconciler) Why(key string) (d Desired, ok bool) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return d, false
+	}
+	pod, err := r.w.Pods.Pods(ns).Get(name)
+	if err != nil {
+		return d, false
+	}
+	svcs, err := r.w.ServicesFor(pod)
+	if err != nil {
+		return d, false
+	}
+	return DesiredFor(pod, svcs), true
 }
