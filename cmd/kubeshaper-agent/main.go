@@ -47,6 +47,8 @@ type options struct {
 	impair        impairOptions
 	mon           monitorOptions
 	nsSelector    string
+	maxPods       int
+	flowEntries   int
 }
 
 func main() {
@@ -63,6 +65,8 @@ func main() {
 	fs.StringVar(&o.nodeNetns, "node-netns", "", "netns path holding the pods' host veths (default: the agent's own; for tests)")
 	fs.DurationVar(&o.resync, "resync", time.Minute, "period of the full level-triggered resync and leftover collection")
 	fs.IntVar(&o.workers, "workers", 2, "pods reconciled in parallel")
+	fs.IntVar(&o.maxPods, "max-pods", 0, "size the BPF maps for this many pods (default: the Node's allocatable pods); a larger value than the pinned maps' migrates them")
+	fs.IntVar(&o.flowEntries, "flow-entries", datapath.DefaultFlowEntries, "bound of the per-flow map (least recently seen flows are evicted beyond it)")
 	addImpairFlags(fs, &o.impair)
 	addMonitorFlags(fs, &o.mon)
 	fs.StringVar(&o.nsSelector, "namespace-selector", "", "label selector on Namespaces (e.g. 'kubeshaper.io/allowed=true'): only their pods are shaped and counted; pods of other namespaces are left alone even when annotated (default: every namespace)")
@@ -161,7 +165,7 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	dp, err := datapath.Open(dir)
+	dp, err := datapath.OpenWith(dir, mapOptions(o, client, log))
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ func flows(args []string, out io.Writer) error {
 	if fs.NArg() > 0 {
 		return badInput("flows: unexpected argument %q (use --pod namespace/name)", fs.Arg(0))
 	}
-	dp, err := datapath.OpenDefault()
+	dp, err := datapath.OpenDefaultWith(mapOptions)
 	if err != nil {
 		return err
 	}

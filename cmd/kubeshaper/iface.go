@@ -105,7 +105,7 @@ func resolve(name string) (shaper.Interface, error) {
 }
 
 func openShaper() (*shaper.Shaper, func(), error) {
-	dp, err := datapath.OpenDefault()
+	dp, err := datapath.OpenDefaultWith(mapOptions)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,10 +9,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 )
 
+// mapOptions sizes the maps when this run creates them (--max-pods,
+// --flow-entries).
+var mapOptions datapath.Options
+
 const usage = `usage:
-  kubeshaper [--bpffs DIR] iface apply <host-veth> KEY=VALUE...
+  kubeshaper [--bpffs DIR] [--max-pods N] [--flow-entries N] iface apply <host-veth> KEY=VALUE...
   kubeshaper [--bpffs DIR] iface clear <host-veth>
   kubeshaper [--bpffs DIR] status [--json] [--window 1s]
   kubeshaper [--bpffs DIR] flows [--pod NAMESPACE/NAME] [--json]
@@ -43,8 +49,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kubeshaper", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	bpffs := fs.String("bpffs", "", "bpffs mount to pin maps under (default /sys/fs/bpf, or $KUBESHAPER_BPFFS)")
+	maxPods := fs.Int("max-pods", 0, "size new maps for this many pods (default: the pinned maps' size, else 110); pinned maps of another size are migrated")
+	flowEntries := fs.Int("flow-entries", 0, "bound of the per-flow map (default: the pinned map's, else 16384)")
 	if err := fs.Parse(args); err != nil {
 		return report(stderr, badInput("%v", err))
+	}
+	if *maxPods < 0 || *flowEntries < 0 {
+		return report(stderr, badInput("--max-pods and --flow-entries must not be negative"))
+	}
+	mapOptions = datapath.Options{FlowEntries: *flowEntries}
+	if *maxPods > 0 {
+		mapOptions.Entries = datapath.EntriesForPods(*maxPods)
 	}
 	if *bpffs != "" {
 		os.Setenv("KUBESHAPER_BPFFS", *bpffs)

@@ -63,7 +63,7 @@ func status(args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return badInput("status: %v", err)
 	}
-	dp, err := datapath.OpenDefault()
+	dp, err := datapath.OpenDefaultWith(mapOptions)
 	if err != nil {
 		return err
 	}

@@ -87,9 +87,9 @@ func (d *Datapath) LoadCustom(dir string, p rules.Program, dirn rules.Direction)
 	if err != nil {
 		return fail(false, err)
 	}
-	coll, err := ebpf.NewCollectionWithOptions(cs, ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{customMapKsStats: d.objs.KsStats},
-	})
+	repl := map[string]*ebpf.Map{customMapKsStats: d.objs.KsStats}
+	fitReplacements(cs, repl)
+	coll, err := ebpf.NewCollectionWithOptions(cs, ebpf.CollectionOptions{MapReplacements: repl})
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {

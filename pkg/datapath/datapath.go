@@ -28,13 +28,20 @@ type Datapath struct {
 	namesErr  error
 
 	first firstApplied
+	inst  instances
+	opts  Options
 }
 
 // Open loads the programs and opens (or creates) the maps pinned under
 // pinDir, which must be on a bpffs. Pinned maps keep rules, bucket state
 // and counters across agent restarts; a pin whose layout no longer matches
 // this build is replaced (its state is lost once).
-func Open(pinDir string) (*Datapath, error) {
+func Open(pinDir string) (*Datapath, error) { return OpenWith(pinDir, Options{}) }
+
+// OpenWith is Open with the maps sized by o (see Options). It also removes
+// the pin directories of network namespaces that no longer exist
+// (PruneStalePinDirs).
+func OpenWith(pinDir string, o Options) (*Datapath, error) {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps: %w", err)
@@ -42,24 +49,42 @@ func Open(pinDir string) (*Datapath, error) {
 	if err := ensurePinDir(pinDir); err != nil {
 		return nil, err
 	}
-	d := &Datapath{pinDir: pinDir}
-	err := d.load()
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		// An older build's pins: start over rather than misread them.
-		if rmErr := removePins(pinDir); rmErr != nil {
-			return nil, fmt.Errorf("replacing incompatible pinned maps in %s: %w", pinDir, rmErr)
-		}
-		err = d.load()
-	}
-	if err != nil {
+	d := &Datapath{pinDir: pinDir, opts: resolveSizes(pinDir, o)}
+	d.PruneStalePinDirs()
+	if err := d.load(); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
+// PruneStalePinDirs removes the pin directories of network namespaces
+// that no longer exist, beside this one's (see the package function),
+// and logs what it removed. The agent calls it at start and on resync.
+func (d *Datapath) PruneStalePinDirs() {
+	removed, err := PruneStalePinDirs(d.pinDir)
+	for _, dir := range removed {
+		d.logf("removed %s: the pinned maps of a network namespace that no longer exists", dir)
+	}
+	if err != nil {
+		d.logf("%v", err)
+	}
+}
+
 func (d *Datapath) load() error {
+	spec, err := loadShaper()
+	if err != nil {
+		return fmt.Errorf("reading kubeshaper's BPF object: %w", err)
+	}
+	d.sizeSpec(spec)
+	for _, m := range spec.Maps {
+		if m.Pinning == ebpf.PinByName {
+			if err := d.reconcilePin(m); err != nil {
+				return err
+			}
+		}
+	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.pinDir}}
-	if err := loadShaperObjects(&d.objs, opts); err != nil {
+	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return fmt.Errorf("the kernel's verifier rejected kubeshaper's programs: %+v", ve)
@@ -77,6 +102,9 @@ func (d *Datapath) Close() error {
 	}
 	if d.first.m != nil {
 		d.first.m.Close()
+	}
+	if d.inst.m != nil {
+		d.inst.m.Close()
 	}
 	return d.objs.Close()
 }
@@ -98,7 +126,7 @@ func (d *Datapath) Program(dir rules.Direction) *ebpf.Program {
 func RemovePins(pinDir string) error { return removePins(pinDir) }
 
 func removePins(pinDir string) error {
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap} {
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap, ifacesMap} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

@@ -3,9 +3,6 @@ package datapath
 import (
 	"crypto/sha256"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -59,17 +56,11 @@ func (d *Datapath) openFirstApplied() (*ebpf.Map, error) {
 			Type:       ebpf.Hash,
 			KeySize:    32,
 			ValueSize:  16,
-			MaxEntries: 65536,
+			MaxEntries: uint32(d.opts.Entries),
+			Flags:      bpfFNoPrealloc,
 			Pinning:    ebpf.PinByName,
 		}
-		d.first.m, d.first.err = ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: d.pinDir})
-		if errors.Is(d.first.err, ebpf.ErrMapIncompatible) {
-			os.Remove(filepath.Join(d.pinDir, firstAppliedMap))
-			d.first.m, d.first.err = ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: d.pinDir})
-		}
-		if d.first.err != nil {
-			d.first.err = fmt.Errorf("opening the pinned first-applied map: %w", d.first.err)
-		}
+		d.first.m, d.first.err = d.openUserMap(spec)
 	})
 	return d.first.m, d.first.err
 }

@@ -21,9 +21,10 @@ const PinDirEnv = "KUBESHAPER_BPFFS"
 const initNetInode = 0xEFFFFFF9
 
 // DefaultPinDir is where kubeshaper pins its maps for the network namespace
-// the caller runs in: <bpffs>/kubeshaper, or <bpffs>/kubeshaper/netns-<inode>
-// outside the node's initial netns, because interface indexes are per netns
-// and a test "node" must not share keys with the host.
+// the caller runs in: <bpffs>/kubeshaper, or
+// <bpffs>/kubeshaper/netns-<inode>-<cookie> outside the node's initial netns,
+// because interface indexes are per netns and a test "node" must not share
+// keys with the host (netnsid.go: why the cookie).
 //
 // The bpffs is, in order: $KUBESHAPER_BPFFS; /sys/fs/bpf; the /sys/fs/bpf of
 // the nearest ancestor process that sees one. The last covers `ip netns exec
@@ -34,15 +35,32 @@ func DefaultPinDir() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return pinDirIn(base)
+}
+
+func pinDirIn(base string) (string, error) {
 	dir := filepath.Join(base, "kubeshaper")
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return "", fmt.Errorf("reading own network namespace: %w", err)
+	id, err := ownNetnsID()
+	if err != nil {
+		return "", err
 	}
-	if !isInitNetns(st.Ino) {
-		dir = filepath.Join(dir, fmt.Sprintf("netns-%d", st.Ino))
+	if !isInitNetns(id.ino) {
+		dir = filepath.Join(dir, id.dirName())
 	}
 	return dir, nil
+}
+
+// PinDirOfNetns is DefaultPinDir for the netns behind nsPath (a bind
+// mount such as /var/run/netns/NAME) under the bpffs base.
+func PinDirOfNetns(base, nsPath string) (string, error) {
+	id, err := netnsIDOf(nsPath)
+	if err != nil {
+		return "", err
+	}
+	if isInitNetns(id.ino) {
+		return filepath.Join(base, "kubeshaper"), nil
+	}
+	return filepath.Join(base, "kubeshaper", id.dirName()), nil
 }
 
 func findBPFFS() (string, error) {
@@ -118,10 +136,13 @@ func ensurePinDir(dir string) error {
 }
 
 // OpenDefault opens the datapath pinned at DefaultPinDir.
-func OpenDefault() (*Datapath, error) {
+func OpenDefault() (*Datapath, error) { return OpenDefaultWith(Options{}) }
+
+// OpenDefaultWith is OpenDefault with the maps sized by o.
+func OpenDefaultWith(o Options) (*Datapath, error) {
 	dir, err := DefaultPinDir()
 	if err != nil {
 		return nil, err
 	}
-	return Open(dir)
+	return OpenWith(dir, o)
 }

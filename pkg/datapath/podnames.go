@@ -3,9 +3,6 @@ package datapath
 import (
 	"bytes"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
 )
@@ -26,17 +23,11 @@ func (d *Datapath) openPodNames() (*ebpf.Map, error) {
 			Type:       ebpf.Hash,
 			KeySize:    4,
 			ValueSize:  podNameLen,
-			MaxEntries: 65536,
+			MaxEntries: uint32(d.opts.Entries),
+			Flags:      bpfFNoPrealloc,
 			Pinning:    ebpf.PinByName,
 		}
-		d.names, d.namesErr = ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: d.pinDir})
-		if errors.Is(d.namesErr, ebpf.ErrMapIncompatible) {
-			os.Remove(filepath.Join(d.pinDir, podNamesMap))
-			d.names, d.namesErr = ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: d.pinDir})
-		}
-		if d.namesErr != nil {
-			d.namesErr = fmt.Errorf("opening the pinned pod-name map: %w", d.namesErr)
-		}
+		d.names, d.namesErr = d.openUserMap(spec)
 	})
 	return d.names, d.namesErr
 }

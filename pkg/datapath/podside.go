@@ -33,12 +33,14 @@ func (d *Datapath) PodSideProgram(hostIfindex int, dir rules.Direction) (*ebpf.P
 			return nil, fmt.Errorf("setting the pod-side program's duplicate mark: %w", err)
 		}
 	}
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+	repl := map[string]*ebpf.Map{
 		shaperMapKsRules: d.objs.KsRules,
 		shaperMapKsStats: d.objs.KsStats,
 		shaperMapKsFlows: d.objs.KsFlows,
 		shaperMapKsPeers: d.objs.KsPeers,
-	}}
+	}
+	fitReplacements(spec, repl)
+	opts := &ebpf.CollectionOptions{MapReplacements: repl}
 	// LoadAndAssign loads only the program asked for (and its maps).
 	var prog *ebpf.Program
 	if dir == rules.Ingress {

@@ -27,6 +27,9 @@ func (k Key) Direction() rules.Direction { return rules.Direction(k.Dir) }
 // nearly empty (one GSO skb of credit): a full one would let burst bytes
 // through at line rate the moment a rule is applied.
 func (d *Datapath) Set(key Key, cfg Config) error {
+	if err := d.claim(int(key.Ifindex)); err != nil {
+		return err
+	}
 	zero := make([]Counters, ebpf.MustPossibleCPU())
 	if err := d.objs.KsStats.Update(key, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("creating counters for %s: %w", keyString(key), err)
@@ -50,6 +53,14 @@ func (d *Datapath) Set(key Key, cfg Config) error {
 
 // Delete removes every entry of key. Missing entries are not an error.
 func (d *Datapath) Delete(key Key) error {
+	err := d.deleteKey(key)
+	if key.Direction() == rules.Ingress {
+		err = errors.Join(err, d.forgetInstance(int(key.Ifindex)))
+	}
+	return err
+}
+
+func (d *Datapath) deleteKey(key Key) error {
 	// Rule first: from then on the program leaves the interface alone.
 	var errs []error
 	for _, m := range d.maps() {
@@ -57,7 +68,7 @@ func (d *Datapath) Delete(key Key) error {
 			errs = append(errs, fmt.Errorf("deleting %s from %s: %w", keyString(key), m.String(), err))
 		}
 	}
-	if err := d.SetPeers(key, nil); err != nil {
+	if err := d.setPeers(key, nil); err != nil {
 		errs = append(errs, err)
 	}
 	if key.Direction() == rules.Ingress { // once per interface: its last direction

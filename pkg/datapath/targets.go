@@ -204,6 +204,13 @@ func (d *Datapath) peerKeysOf(key Key, all bool) ([]PeerKey, error) {
 // before Set with the config the entries belong to, so that a new target
 // finds its peers in place; stale prefixes are removed last.
 func (d *Datapath) SetPeers(key Key, entries []PeerEntry) error {
+	if err := d.claim(int(key.Ifindex)); err != nil {
+		return err
+	}
+	return d.setPeers(key, entries)
+}
+
+func (d *Datapath) setPeers(key Key, entries []PeerEntry) error {
 	want := make(map[PeerKey]uint32, len(entries))
 	for _, e := range entries {
 		want[peerKey(key, e.Prefix)] = e.Targets

@@ -15,8 +15,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/flowexport"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
@@ -48,14 +46,14 @@ func newMonitorWorld(t *testing.T, extra ...string) *monitorWorld {
 	w.Pod(w.b, "db", map[string]string{"app": "db"}, nil)
 	w.Pod(w.c, "quiet", nil, map[string]string{"kubeshaper.io/monitor": "false"})
 
-	// Pins where the node CLI finds them: <bpffs>/kubeshaper/netns-<inode
+	// Pins where the node CLI finds them: <bpffs>/kubeshaper/netns-<inode>-<cookie
 	// of the node netns>, with the World's pin dir as the bpffs.
-	var st unix.Stat_t
-	if err := unix.Stat(w.NodeNetns(), &st); err != nil {
+	pins, err := datapath.PinDirOfNetns(w.PinDir, w.NodeNetns())
+	if err != nil {
 		t.Fatal(err)
 	}
 	w.bpffs = w.PinDir
-	w.pins = filepath.Join(w.PinDir, "kubeshaper", fmt.Sprintf("netns-%d", st.Ino))
+	w.pins = pins
 	w.export = filepath.Join(t.TempDir(), "flows.jsonl")
 	args := append([]string{"--flow-export", w.export, "--flow-idle", "8s", "--flow-export-interval", "1s",
 		"--rate-window", "4s", "--rate-sample", "1s"}, extra...)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 )
@@ -395,9 +394,9 @@ func zombie(pid int) bool {
 
 // nodePinDir is where a CLI run inside the named netns pinned its maps.
 func nodePinDir(name string) string {
-	var st unix.Stat_t
-	if err := unix.Stat("/var/run/netns/"+name, &st); err != nil {
+	dir, err := datapath.PinDirOfNetns(datapath.DefaultBPFFS, "/var/run/netns/"+name)
+	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("%s/kubeshaper/netns-%d", datapath.DefaultBPFFS, st.Ino)
+	return dir
 }

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+)
+
+// mapOptions sizes the BPF maps for this node: --max-pods, else the Node's
+// allocatable pods (what the kubelet will run at most), else the
+// kubelet's default. A node whose capacity grew gets its maps migrated,
+// entry by entry, at the agent's next start (pkg/datapath, reconcilePin).
+func mapOptions(o options, client kubernetes.Interface, log *logrus.Entry) datapath.Options {
+	opts := datapath.Options{
+		FlowEntries: max(o.flowEntries, 0),
+		Logf:        func(f string, a ...any) { log.Warnf(f, a...) },
+	}
+	pods, from := o.maxPods, "--max-pods"
+	if pods == 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+		if err == nil {
+			if q, ok := node.Status.Allocatable["pods"]; ok && q.Value() > 0 {
+				pods, from = int(q.Value()), "the Node's allocatable pods"
+			}
+		} else {
+			log.WithError(err).Warn("reading this Node's allocatable pods to size the maps: using the kubelet's default")
+		}
+	}
+	if pods <= 0 {
+		pods, from = datapath.DefaultMaxPods, "the kubelet's default max pods"
+	}
+	opts.Entries = datapath.EntriesForPods(pods)
+	log.WithFields(logrus.Fields{"pods": pods, "from": from, "entries": opts.Entries}).Info("BPF maps sized for this node")
+	return opts
+}

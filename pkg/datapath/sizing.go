@@ -1,0 +1,203 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+
+	"github.com/cilium/ebpf"
+)
+
+// Map sizes. Every map keyed by {interface, direction} (rules, counters,
+// the interface records, pod names) holds at most two keys per pod; it is
+// sized from the node's pod capacity with room for churn: entries of pods
+// deleted while the agent was down stay until its first garbage collection,
+// and a pod being replaced has both its old and its new veth for a while.
+// Flows (an LRU) keep their own bound.
+const (
+	// DefaultMaxPods is the kubelet's default --max-pods, the size the
+	// CLI uses when it finds no pinned maps (the agent sizes from the
+	// Node's allocatable pods).
+	DefaultMaxPods = 110
+	// ChurnFactor is the headroom over two keys per pod.
+	ChurnFactor = 2
+	// DefaultFlowEntries bounds ks_flows: 64 flows per pod at 250 pods;
+	// the least recently seen flow is evicted beyond it.
+	DefaultFlowEntries = 16384
+	// minEntries keeps tiny test nodes usable.
+	minEntries = 64
+)
+
+// EntriesForPods is the key-indexed maps' size for a node that runs up to
+// pods pods.
+func EntriesForPods(pods int) int {
+	return max(minEntries, pods*2*ChurnFactor)
+}
+
+// Options size the maps when they are created (or migrated).
+type Options struct {
+	// Entries sizes the key-indexed maps; 0 takes the size of the maps
+	// already pinned, or EntriesForPods(DefaultMaxPods) if there are none.
+	// A pinned map of another size is migrated to this one.
+	Entries int
+	// FlowEntries bounds ks_flows; 0 as Entries, with DefaultFlowEntries.
+	FlowEntries int
+	// Logf receives what the loader did to pinned maps (migrated,
+	// recreated, stale directories removed); nil: standard error.
+	Logf func(format string, args ...any)
+}
+
+const bpfFNoPrealloc = 1 // BPF_F_NO_PREALLOC
+
+// pinnedEntries is the max_entries of the map pinned as name, 0 if none.
+func pinnedEntries(pinDir, name string) int {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, name), nil)
+	if err != nil {
+		return 0
+	}
+	defer m.Close()
+	return int(m.MaxEntries())
+}
+
+// reconcilePin makes the map pinned under spec.Name fit spec, or removes
+// it so that the loader creates it anew:
+//   - same layout and size: nothing to do;
+//   - same type, key, value and flags, another size (the node's pod
+//     capacity changed): a new map of spec's size gets every entry of the
+//     pinned one and replaces its pin atomically (rename on the bpffs).
+//     Programs attached before keep the old map until their filter is
+//     replaced (the agent re-applies every interface at start), so counts
+//     of those few seconds are lost, rules, buckets and counters are not;
+//   - another layout (an older build): removed, its state lost, logged.
+//
+// Never silently half-used: a pin that is neither is not opened.
+func (d *Datapath) reconcilePin(spec *ebpf.MapSpec) error {
+	path := filepath.Join(d.pinDir, spec.Name)
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening pinned map %s: %w", path, err)
+	}
+	defer old.Close()
+	info, err := old.Info()
+	if err != nil {
+		return fmt.Errorf("reading pinned map %s: %w", path, err)
+	}
+	// Preallocation is how the kernel holds the entries, not their
+	// layout: a map that changes it is migrated like a resized one.
+	sameLayout := old.Type() == spec.Type && old.KeySize() == spec.KeySize &&
+		old.ValueSize() == spec.ValueSize && info.Flags&^bpfFNoPrealloc == spec.Flags&^bpfFNoPrealloc
+	if sameLayout && old.MaxEntries() == spec.MaxEntries && info.Flags == spec.Flags {
+		return nil
+	}
+	if !sameLayout {
+		d.logf("map %s: pinned with another layout (type %s key %d value %d flags %#x; this build: %s %d %d %#x): recreated, its entries are lost",
+			spec.Name, old.Type(), old.KeySize(), old.ValueSize(), info.Flags, spec.Type, spec.KeySize, spec.ValueSize, spec.Flags)
+		return removePin(path)
+	}
+	n, err := migrate(old, spec, path)
+	if err != nil {
+		return fmt.Errorf("map %s: migrating %d to %d entries: %w", spec.Name, old.MaxEntries(), spec.MaxEntries, err)
+	}
+	d.logf("map %s: resized from %d to %d entries (flags %#x to %#x), %d entries carried over", spec.Name, old.MaxEntries(), spec.MaxEntries, info.Flags, spec.Flags, n)
+	return nil
+}
+
+func removePin(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", path, err)
+	}
+	return nil
+}
+
+// migrate copies every entry of old into a new map made from spec and
+// pins it in old's place. More entries than spec holds is an error (the
+// old pin is kept): a smaller size than the node already uses is refused.
+func migrate(old *ebpf.Map, spec *ebpf.MapSpec, path string) (int, error) {
+	s := spec.Copy()
+	s.Pinning = ebpf.PinNone
+	nm, err := ebpf.NewMap(s)
+	if err != nil {
+		return 0, err
+	}
+	defer nm.Close()
+	keyT := reflect.ArrayOf(int(spec.KeySize), reflect.TypeOf(byte(0)))
+	valT := reflect.ArrayOf(int(spec.ValueSize), reflect.TypeOf(byte(0)))
+	perCPU := spec.Type == ebpf.PerCPUHash || spec.Type == ebpf.PerCPUArray || spec.Type == ebpf.LRUCPUHash
+	if perCPU {
+		valT = reflect.SliceOf(valT)
+	}
+	k := reflect.New(keyT)
+	v := reflect.New(valT)
+	n := 0
+	it := old.Iterate()
+	for it.Next(k.Interface(), v.Interface()) {
+		if err := nm.Put(k.Elem().Interface(), v.Elem().Interface()); err != nil {
+			return n, fmt.Errorf("copying entry %d: %w", n, err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, err
+	}
+	tmp := path + ".migrating"
+	os.Remove(tmp)
+	if err := nm.Pin(tmp); err != nil {
+		return n, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return n, err
+	}
+	return n, nil
+}
+
+func (d *Datapath) logf(format string, args ...any) {
+	if d.opts.Logf != nil {
+		d.opts.Logf(format, args...)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "kubeshaper: "+format+"\n", args...)
+}
+
+// sizeSpec sets the maps' sizes and flags for this node.
+func (d *Datapath) sizeSpec(spec *ebpf.CollectionSpec) {
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats} {
+		spec.Maps[name].MaxEntries = uint32(d.opts.Entries)
+	}
+	spec.Maps[shaperMapKsFlows].MaxEntries = uint32(d.opts.FlowEntries)
+}
+
+// resolveSizes fills in the defaults of o from what is pinned in pinDir.
+func resolveSizes(pinDir string, o Options) Options {
+	if o.Entries == 0 {
+		o.Entries = pinnedEntries(pinDir, shaperMapKsRules)
+	}
+	if o.Entries == 0 {
+		o.Entries = EntriesForPods(DefaultMaxPods)
+	}
+	if o.FlowEntries == 0 {
+		o.FlowEntries = pinnedEntries(pinDir, shaperMapKsFlows)
+	}
+	if o.FlowEntries == 0 {
+		o.FlowEntries = DefaultFlowEntries
+	}
+	return o
+}
+
+// fitReplacements gives spec's maps the size and flags of the node's maps
+// that replace them at load time (the compiled-in sizes are placeholders).
+func fitReplacements(spec *ebpf.CollectionSpec, repl map[string]*ebpf.Map) {
+	for name, m := range repl {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			continue
+		}
+		ms.MaxEntries = m.MaxEntries()
+		ms.Flags = m.Flags()
+	}
+}
