@@ -3,8 +3,10 @@ package datapath
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -238,5 +240,54 @@ func TestIfindexReuse(t *testing.T) {
 	}
 	if c, _, _ := dp.Counters(eg); c.Packets != 10 {
 		t.Errorf("re-applying to the same interface: %d packets counted, want 10 (kept)", c.Packets)
+	}
+}
+
+// A node whose pod capacity grew: the agent opens the pins with larger
+// sizes; every rule and counter is carried over, and the log says so.
+func TestResizeMigratesEntries(t *testing.T) {
+	base := tempBPFFS(t)
+	dir := base + "/pins"
+	var logged []string
+	logf := func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }
+	dp, err := OpenWith(dir, Options{Entries: 64, FlowEntries: 128, Logf: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := KeyOf(loIfindex, rules.Egress)
+	if err := dp.Set(key, lossRule(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	countSome(t, dp, loIfindex, 100)
+	dp.Close()
+
+	dp, err = OpenWith(dir, Options{Entries: 256, Logf: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	if got := dp.objs.KsRules.MaxEntries(); got != 256 {
+		t.Errorf("rules map has %d entries after growing, want 256", got)
+	}
+	if got := dp.objs.KsFlows.MaxEntries(); got != 128 {
+		t.Errorf("flows map has %d entries, want the pinned 128 kept", got)
+	}
+	if c, ok, err := dp.Lookup(key); err != nil || !ok || c.LossThresh == 0 {
+		t.Errorf("rule lost in the migration: ok %v err %v", ok, err)
+	}
+	if c, _, _ := dp.Counters(key); c.Packets != 100 {
+		t.Errorf("counters after the migration: %d packets, want 100", c.Packets)
+	}
+	if !strings.Contains(strings.Join(logged, "\n"), "resized from 64 to 256 entries") {
+		t.Errorf("no log line for the migration: %q", logged)
+	}
+	// The CLI, with no size given, keeps what is pinned.
+	dp2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp2.Close()
+	if got := dp2.objs.KsStats.MaxEntries(); got != 256 {
+		t.Errorf("a run without sizes resized the pins to %d", got)
 	}
 }

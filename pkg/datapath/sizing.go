@@ -144,7 +144,7 @@ func migrate(old *ebpf.Map, spec *ebpf.MapSpec, path string) (int, error) {
 	if err := it.Err(); err != nil {
 		return n, err
 	}
-	tmp := path + ".migrating"
+	tmp := path + "_migrating" // no dots: the bpffs refuses them
 	os.Remove(tmp)
 	if err := nm.Pin(tmp); err != nil {
 		return n, err
