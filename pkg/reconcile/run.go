@@ -113,7 +113,6 @@ func (r *Reconciler) CollectGarbage() error {
 	r.prunePosted()
 	r.gcMu.Lock()
 	defer r.gcMu.Unlock()
-	r.sh.PruneStalePins()
 	claimed := map[int]bool{}
 	r.mu.Lock()
 	for _, st := range r.applied {

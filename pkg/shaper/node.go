@@ -159,6 +159,9 @@ func (n *Node) HasPrograms(ifindex int) bool {
 // crash, of a pod deleted while the agent was down, of a veth deleted
 // under us. It returns the interfaces it cleared.
 func (n *Node) CollectLeftovers(claimed func(ifindex int) bool) (removed []int, err error) {
+	// The pinned maps of network namespaces that no longer exist (a CLI
+	// run in a netns deleted without a clear), as at the agent's start.
+	n.dp.PruneStalePinDirs()
 	keys, err := n.dp.Keys()
 	if err != nil {
 		return nil, err

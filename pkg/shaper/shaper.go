@@ -390,11 +390,6 @@ func (s *Shaper) Clear(ifc Interface) error {
 	return errors.Join(errs...)
 }
 
-// PruneStalePins removes the pinned maps of network namespaces that no
-// longer exist (a CLI run in a netns deleted without a clear): the
-// agent's resync calls it, as the datapath does when opened.
-func (s *Shaper) PruneStalePins() { s.dp.PruneStalePinDirs() }
-
 // ForgetIndex removes the map entries of an interface that no longer
 // exists (its filters went with it).
 func (s *Shaper) ForgetIndex(ifindex int) error {
