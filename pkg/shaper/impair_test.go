@@ -11,6 +11,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/tests/bounds"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
@@ -32,13 +33,14 @@ func stream(t *testing.T, from, to *netlab.Pod, port, n int) netlab.UDPResult {
 	return r
 }
 
-// within3Sigma checks a binomial count.
-func within3Sigma(t *testing.T, what string, got, n int, p float64) {
+// withinBinomial checks a binomial count against the interval sized for
+// the whole CI run (tests/bounds).
+func withinBinomial(t *testing.T, what string, got, n int, p float64) {
 	t.Helper()
-	sigma := math.Sqrt(float64(n) * p * (1 - p))
-	t.Logf("%s: %d of %d (model %.0f ± %.0f)", what, got, n, float64(n)*p, 3*sigma)
-	if math.Abs(float64(got)-float64(n)*p) > 3*sigma {
-		t.Errorf("%s: %d of %d, want %.0f ± %.0f (3σ)", what, got, n, float64(n)*p, 3*sigma)
+	lo, hi := bounds.Binomial(int64(n), p)
+	t.Logf("%s: %d of %d (model %.0f, interval [%d, %d])", what, got, n, float64(n)*p, lo, hi)
+	if int64(got) < lo || int64(got) > hi {
+		t.Errorf("%s: %d of %d, want within [%d, %d] (p=%g; tests/bounds)", what, got, n, lo, hi, p)
 	}
 }
 
@@ -53,12 +55,12 @@ func TestPortTargetedLossRealTraffic(t *testing.T) {
 	f.apply(t, ifc, pol)
 
 	up := stream(t, f.a, f.b, lossy, n)
-	within3Sigma(t, "pod sends to the targeted port: lost", n-up.Received, n, 0.30)
+	withinBinomial(t, "pod sends to the targeted port: lost", n-up.Received, n, 0.30)
 	if r := stream(t, f.a, f.b, clean, n); r.Received != n {
 		t.Errorf("pod sends to another port: %d of %d arrived, want all", r.Received, n)
 	}
 	down := stream(t, f.b, f.a, lossy, n)
-	within3Sigma(t, "pod receives on the targeted port: lost", n-down.Received, n, 0.30)
+	withinBinomial(t, "pod receives on the targeted port: lost", n-down.Received, n, 0.30)
 	if r := stream(t, f.b, f.a, clean, n); r.Received != n {
 		t.Errorf("pod receives on another port: %d of %d arrived, want all", r.Received, n)
 	}
@@ -126,7 +128,7 @@ func tcpTransfer(t *testing.T, from, to *netlab.Pod, port, size int) {
 
 // TestGilbertElliottRealTraffic: 100,000 UDP datagrams through a Gilbert
 // loss on pod egress; the loss rate and the mean length of runs of
-// consecutive missing sequence numbers match the model within 3σ. The rule
+// consecutive missing sequence numbers match the model within the bounds of tests/bounds. The rule
 // is targeted at the stream's port: untargeted, it would also drop the
 // pod's neighbour discovery and router solicitations, which the receiver
 // never counts.
@@ -155,12 +157,12 @@ func TestGilbertElliottRealTraffic(t *testing.T) {
 	sigma := math.Sqrt(n * mu * (1 - mu) * (1 + lambda) / (1 - lambda))
 	mean := float64(lost) / float64(bursts)
 	sdMean := math.Sqrt((1 - rr) / (rr * rr) / float64(bursts))
-	t.Logf("lost %d of %d (model %.0f ± %.0f), %d bursts, mean burst %.3f (model %.3f ± %.3f)", lost, n, n*mu, 3*sigma, bursts, mean, 1/rr, 3*sdMean)
-	if math.Abs(float64(lost)-n*mu) > 3*sigma {
-		t.Errorf("lost %d, want %.0f ± %.0f (3σ)", lost, n*mu, 3*sigma)
+	t.Logf("lost %d of %d (model %.0f ± %.0f), %d bursts, mean burst %.3f (model %.3f ± %.3f)", lost, n, n*mu, bounds.Z*sigma, bursts, mean, 1/rr, bounds.Z*sdMean)
+	if lo, hi := bounds.Normal(n*mu, sigma); float64(lost) < lo || float64(lost) > hi {
+		t.Errorf("lost %d, want %.0f ± %.0f (%.1fσ, tests/bounds)", lost, n*mu, hi-n*mu, bounds.Z)
 	}
-	if math.Abs(mean-1/rr) > 3*sdMean {
-		t.Errorf("mean burst %.3f, want %.3f ± %.3f (3σ)", mean, 1/rr, 3*sdMean)
+	if lo, hi := bounds.Normal(1/rr, sdMean); mean < lo || mean > hi {
+		t.Errorf("mean burst %.3f, want %.3f ± %.3f (%.1fσ, tests/bounds)", mean, 1/rr, hi-1/rr, bounds.Z)
 	}
 	if c := f.counters(t, ifc, rules.Egress); int(c.DropPackets[datapath.ReasonLoss]) != lost {
 		t.Errorf("loss counter %d, receiver missed %d", c.DropPackets[datapath.ReasonLoss], lost)
@@ -185,7 +187,7 @@ func TestDuplicateRealTraffic(t *testing.T) {
 		r := stream(t, c.from, c.to, 7004, n)
 		after := f.counters(t, ifc, c.dir)
 		sent := int(after.Duplicated - before.Duplicated)
-		within3Sigma(t, c.dir.String()+": duplicates sent", sent, n, 0.05)
+		withinBinomial(t, c.dir.String()+": duplicates sent", sent, n, 0.05)
 		for seq, k := range r.Seen {
 			if k > 2 {
 				t.Fatalf("%s: datagram %d arrived %d times: a clone was duplicated again", c.dir, seq, k)
@@ -243,7 +245,7 @@ func TestCorruptRealTraffic(t *testing.T) {
 		csum, _ := netlab.SNMP(to, "Udp", "InCsumErrors")
 		after := f.counters(t, ifc, dir)
 		bad := int(csum - csum0)
-		within3Sigma(t, what+": checksum failures", bad, n, want)
+		withinBinomial(t, what+": checksum failures", bad, n, want)
 		if r.Mangled != 0 {
 			t.Errorf("%s: %d corrupted datagrams reached the application", what, r.Mangled)
 		}
@@ -254,7 +256,7 @@ func TestCorruptRealTraffic(t *testing.T) {
 			t.Errorf("%s: counted %d corrupted, receiver saw %d checksum failures", what, after.Corrupted-before.Corrupted, bad)
 		}
 		if want == 0 {
-			within3Sigma(t, what+": skipped (partial checksums)", int(after.CorruptSkipped-before.CorruptSkipped), n, pct)
+			withinBinomial(t, what+": skipped (partial checksums)", int(after.CorruptSkipped-before.CorruptSkipped), n, pct)
 		}
 	}
 	check("egress", f.a, f.b, rules.Egress, pct)

@@ -19,6 +19,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/flowexport"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
+	"github.com/kubeshaper/kubeshaper/tests/bounds"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
@@ -242,9 +243,10 @@ func TestMonitoring(t *testing.T) {
 		got := uint64(sink.n.Load())
 		t.Logf("sent %d: web's loss rule dropped %d (%.2f%%), db's 2mbit limit %d, the socket received %d",
 			n, lost, 100*float64(lost)/float64(ea.Packets), policed, got)
-		// 20 % of n: σ = √(n·0.2·0.8) ≈ 22; 5σ.
-		if math.Abs(float64(lost)-0.2*n) > 5*math.Sqrt(n*0.2*0.8) {
-			t.Errorf("loss dropped %d of %d, want 20 %% ± 5σ", lost, n)
+		// 20 % of n, the exact binomial interval of tests/bounds (≈ ±4.9σ,
+		// σ = √(n·0.2·0.8) ≈ 22).
+		if lo, hi := bounds.Binomial(n, 0.2); int64(lost) < lo || int64(lost) > hi {
+			t.Errorf("loss dropped %d of %d, want within [%d, %d] (20 %%; tests/bounds)", lost, n, lo, hi)
 		}
 		// Every drop is one of our 1000-byte frames, but for a stray small
 		// packet of the pod's own (ARP, ND) that the 20 % rule may take too.

@@ -387,9 +387,9 @@ func (w *world) lossEgress(t *testing.T, ps *pair) {
 		t.Fatal(err)
 	}
 	lo, hi := realnode.LossBounds(u.Sent, p)
-	w.figure("sender egress loss 1%%: %d UDP datagrams sent, %d lost (%.3f%%), 3σ interval [%.0f, %.0f]", u.Sent, u.Lost, u.Loss*100, lo, hi)
+	w.figure("sender egress loss 1%%: %d UDP datagrams sent, %d lost (%.3f%%), interval [%.0f, %.0f] (tests/bounds)", u.Sent, u.Lost, u.Loss*100, lo, hi)
 	if float64(u.Lost) < lo || float64(u.Lost) > hi {
-		t.Errorf("%d lost of %d: outside the 3σ interval [%.0f, %.0f] of p=%.2f", u.Lost, u.Sent, lo, hi, p)
+		t.Errorf("%d lost of %d: outside the interval [%.0f, %.0f] of p=%.2f (tests/bounds)", u.Lost, u.Sent, lo, hi, p)
 	}
 	counted := w.drops(t, s.veth.Name, "egress", "loss") - before
 	w.figure("agent counters: %d drops with reason loss on %s egress", counted, s.veth.Name)

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -32,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
+	"github.com/kubeshaper/kubeshaper/tests/bounds"
 )
 
 // Names fixed by tools/cluster and manifests/.
@@ -393,12 +393,11 @@ func Poll(ctx context.Context, timeout time.Duration, fn func() (bool, error)) e
 	}
 }
 
-// LossBounds is the 3σ interval of the number of losses among n packets
-// each lost with probability p.
+// LossBounds is the interval of the number of losses among n packets each
+// lost with probability p, sized for the whole CI run (tests/bounds).
 func LossBounds(n uint64, p float64) (lo, hi float64) {
-	mean := float64(n) * p
-	sd := math.Sqrt(float64(n) * p * (1 - p))
-	return mean - 3*sd, mean + 3*sd
+	l, h := bounds.Binomial(int64(n), p)
+	return float64(l), float64(h)
 }
 
 func intstrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }
