@@ -1,0 +1,5 @@
+{{- define "kubeshaper.labels" -}}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
