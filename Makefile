@@ -96,7 +96,7 @@ FUZZTIME_LONG ?= 4m
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_LONG)
 
-# Reliability (issue 8, docs/reliability.md). `make test` runs
+# Reliability (docs/reliability.md: churn, crashes, API outage, hostile input, least privilege). `make test` runs
 # tests/reliability at CI size (churn: 1,000 cycles); these run it at full
 # size and write the figures to docs/bench/reliability.json.
 RELIABILITY_JSON := KUBESHAPER_RELIABILITY_JSON=docs/bench/reliability.json

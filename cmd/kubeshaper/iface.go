@@ -72,7 +72,7 @@ func parseRules(args []string) (rules.Policy, error) {
 		}
 		key, ok := rules.KeyForShortName(k)
 		if !ok {
-			return pol, badInput("unknown rule %q in %q: use bandwidth, loss, delay or program", k, a)
+			return pol, badInput("unknown rule %q in %q: use one of %s", k, a, strings.Join(rules.ShortNames(), ", "))
 		}
 		if seen[key] {
 			return pol, badInput("rule %q given twice: put several clauses in one value, separated by ';'", k)

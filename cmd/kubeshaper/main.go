@@ -9,23 +9,25 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
 // mapOptions sizes the maps when this run creates them (--max-pods,
 // --flow-entries).
 var mapOptions datapath.Options
 
-const usage = `usage:
+var usageFormat = `usage:
   kubeshaper [--bpffs DIR] [--max-pods N] [--flow-entries N] iface apply <host-veth> KEY=VALUE...
   kubeshaper [--bpffs DIR] iface clear <host-veth>
   kubeshaper [--bpffs DIR] status [--json] [--window 1s]
   kubeshaper [--bpffs DIR] flows [--pod NAMESPACE/NAME] [--json]
 
-KEY is bandwidth, loss, delay or program; VALUE uses the annotation grammar,
+KEY is a rule's short name (%s); VALUE uses the annotation grammar,
 directions named from the pod's point of view (egress = what the pod sends):
-  kubeshaper iface apply veth1a2b bandwidth="100mbit egress" loss="uniform ingress 1%"
+  kubeshaper iface apply veth1a2b bandwidth="100mbit egress" loss="uniform ingress 1%%"
 apply is declarative: the interface ends up with exactly the rules given
 (none given: counted only). Run it in the network namespace that holds the
 host veth (e.g. ip netns exec node kubeshaper ...).
@@ -76,10 +78,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case len(rest) >= 1 && rest[0] == "flows":
 		err = flows(rest[1:], stdout)
 	case len(rest) == 1 && (rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help"):
-		fmt.Fprint(stdout, usage)
+		fmt.Fprintf(stdout, usageFormat, strings.Join(rules.ShortNames(), ", "))
 		return 0
 	default:
-		fmt.Fprint(stderr, usage)
+		fmt.Fprintf(stderr, usageFormat, strings.Join(rules.ShortNames(), ", "))
 		return 2
 	}
 	return report(stderr, err)

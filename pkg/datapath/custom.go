@@ -23,7 +23,7 @@ import (
 // direction}; the filter holds it, nothing is pinned.
 
 // DirectionParam is the volatile const a custom program may declare to
-// learn its direction (0 egress, 1 ingress): the thesis's INTERFACE macro.
+// learn its direction (0 egress, 1 ingress): what the ELTE prototype's custom programs got as their INTERFACE macro.
 const DirectionParam = "KS_DIRECTION"
 
 // placeholder is the wrapper's function the custom program replaces.

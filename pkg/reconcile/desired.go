@@ -10,7 +10,7 @@ import (
 )
 
 // MonitorAnnotation opts a pod out of being counted when set to "false".
-const MonitorAnnotation = "kubeshaper.io/monitor"
+const MonitorAnnotation = rules.Prefix + "monitor"
 
 // Desired is what a pod should carry, and what was wrong on the way.
 type Desired struct {
@@ -70,7 +70,7 @@ func DesiredFor(pod *corev1.Pod, svcs []*corev1.Service) Desired {
 // anything (used to decide whether a skipped pod deserves an Event).
 func HasKubeshaperAnnotations(ann map[string]string) bool {
 	for k := range ann {
-		if strings.HasPrefix(k, "kubeshaper.io/") || k == "kubernetes.io/egress-bandwidth" || k == "kubernetes.io/ingress-bandwidth" {
+		if rules.IsOwnKey(k) {
 			return true
 		}
 	}

@@ -49,20 +49,10 @@ func ParseValue(key, value string) (Policy, error) {
 }
 
 func parseValue(key, value string) (Policy, error) {
-	switch key {
-	case KeyBandwidth:
-		return bandwidthGrammar.parse(value)
-	case KeyLoss:
-		return lossGrammar.parse(value)
-	case KeyDelay:
-		return delayGrammar.parse(value)
-	case KeyProgram:
-		return programGrammar.parse(value)
-	case KeyDuplicate:
-		return duplicateGrammar.parse(value)
-	case KeyCorrupt:
-		return corruptGrammar.parse(value)
-	case KeyEgressBandwidth, KeyIngressBandwidth:
+	if k, ok := kindOfKey(key); ok {
+		return k.parse(value)
+	}
+	if key == KeyEgressBandwidth || key == KeyIngressBandwidth {
 		rate, err := parseQuantityRate(value)
 		if err != nil {
 			return Policy{}, err

@@ -12,7 +12,7 @@ func TestParseBandwidth(t *testing.T) {
 		G = 1000 * M
 	)
 	runValueCases(t, KeyBandwidth, []valueCase{
-		// The forms of the design card and the thesis.
+		// The forms of the design card and of the ELTE prototype's annotations.
 		{value: "10mbps egress", want: eg(bwp(10*M, 0, ModeDrop))},
 		{value: "10 mbps egress", want: eg(bwp(10*M, 0, ModeDrop))},
 		{value: "1gbit ingress burst=64kb", want: ing(bwp(G, 64*k, ModeDrop))},

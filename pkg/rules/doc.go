@@ -63,7 +63,7 @@
 //	    automatic burst; kubeshaper.io/bandwidth wins for a direction both set.
 //	    Same range as RATE; decimal exponents beyond ±99 ("1e-999") are refused.
 //
-// Words in a clause may come in any order ("10 mbps egress", the thesis
+// Words in a clause may come in any order ("10 mbps egress", the ELTE prototype's
 // form, and "egress 10mbps" are the same), so the direction words egress,
 // ingress and both cannot name a program.
 //

@@ -21,28 +21,15 @@ func (p Policy) String() string {
 	return strings.Join(parts, " | ")
 }
 
-// String renders one direction's rules in a fixed order (bandwidth, loss,
-// delay, program, duplicate, corrupt), e.g. "bandwidth 10mbit burst=auto mode=drop; loss
-// uniform 2%", or "none".
+// String renders one direction's rules in the order of the kinds table
+// (bandwidth, loss, delay, program, duplicate, corrupt), e.g. "bandwidth
+// 10mbit burst=auto mode=drop; loss uniform 2%", or "none".
 func (dp DirectionPolicy) String() string {
 	var parts []string
-	if dp.Bandwidth != nil {
-		parts = append(parts, "bandwidth "+dp.Bandwidth.String())
-	}
-	if dp.Loss != nil {
-		parts = append(parts, "loss "+dp.Loss.String())
-	}
-	if dp.Delay != nil {
-		parts = append(parts, "delay "+dp.Delay.String())
-	}
-	if dp.Program != nil {
-		parts = append(parts, "program "+dp.Program.String())
-	}
-	if dp.Duplicate != nil {
-		parts = append(parts, "duplicate "+dp.Duplicate.String())
-	}
-	if dp.Corrupt != nil {
-		parts = append(parts, "corrupt "+dp.Corrupt.String())
+	for _, k := range kinds {
+		if t := k.text(dp); t != "" {
+			parts = append(parts, t)
+		}
 	}
 	if len(parts) == 0 {
 		return "none"
@@ -57,23 +44,11 @@ func (dp DirectionPolicy) String() string {
 // comes back under kubeshaper.io/bandwidth.
 func (p Policy) Annotations() map[string]string {
 	out := map[string]string{}
-	put := func(key, v string) {
-		if v != "" {
-			out[key] = v
+	for _, k := range kinds {
+		if v := k.render(p); v != "" {
+			out[k.key] = v
 		}
 	}
-	put(KeyBandwidth, renderKind(p, func(dp DirectionPolicy) *Bandwidth { return dp.Bandwidth },
-		func(a, b Bandwidth) bool { return a == b }, Bandwidth.clause))
-	put(KeyLoss, renderKind(p, func(dp DirectionPolicy) *Loss { return dp.Loss },
-		func(a, b Loss) bool { return a == b }, Loss.clause))
-	put(KeyDelay, renderKind(p, func(dp DirectionPolicy) *Delay { return dp.Delay },
-		func(a, b Delay) bool { return a == b }, Delay.clause))
-	put(KeyProgram, renderKind(p, func(dp DirectionPolicy) *Program { return dp.Program },
-		Program.Equal, Program.clause))
-	put(KeyDuplicate, renderKind(p, func(dp DirectionPolicy) *Duplicate { return dp.Duplicate },
-		func(a, b Duplicate) bool { return a == b }, Duplicate.clause))
-	put(KeyCorrupt, renderKind(p, func(dp DirectionPolicy) *Corrupt { return dp.Corrupt },
-		func(a, b Corrupt) bool { return a == b }, Corrupt.clause))
 	return out
 }
 

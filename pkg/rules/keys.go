@@ -1,6 +1,9 @@
 package rules
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Annotation keys understood by ParseAnnotations.
 const (
@@ -25,36 +28,43 @@ const (
 )
 
 // AnnotationKeys returns every key ParseAnnotations reads, in the order it
-// reads them. A fresh slice each call, so callers may keep or modify it.
+// reads them: the kinds' keys, then the standard keys, which only fill what
+// kubeshaper.io/bandwidth left. A fresh slice each call, so callers may
+// keep or modify it.
 func AnnotationKeys() []string {
-	return []string{KeyBandwidth, KeyDelay, KeyLoss, KeyProgram, KeyEgressBandwidth, KeyIngressBandwidth, KeyDuplicate, KeyCorrupt}
+	out := make([]string, 0, len(kinds)+2)
+	for _, k := range kinds {
+		out = append(out, k.key)
+	}
+	return append(out, KeyEgressBandwidth, KeyIngressBandwidth)
 }
 
-// KeyForShortName maps the CLI's short names (bandwidth, loss, delay,
-// program, duplicate, corrupt; case-insensitive) to the full kubeshaper.io annotation key.
+// KeyForShortName maps the CLI's short names (the kinds' names: bandwidth,
+// loss, delay, program, duplicate, corrupt; case-insensitive) to the full
+// kubeshaper.io annotation key.
 func KeyForShortName(short string) (string, bool) {
-	switch strings.ToLower(strings.TrimSpace(short)) {
-	case "bandwidth":
-		return KeyBandwidth, true
-	case "loss":
-		return KeyLoss, true
-	case "delay":
-		return KeyDelay, true
-	case "program":
-		return KeyProgram, true
-	case "duplicate":
-		return KeyDuplicate, true
-	case "corrupt":
-		return KeyCorrupt, true
+	short = strings.ToLower(strings.TrimSpace(short))
+	for _, k := range kinds {
+		if k.name == short {
+			return k.key, true
+		}
 	}
 	return "", false
 }
 
-func isKnownKey(key string) bool {
-	for _, k := range AnnotationKeys() {
-		if k == key {
-			return true
-		}
+// ShortNames lists the kinds' short names, for usage texts.
+func ShortNames() []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.name
 	}
-	return false
+	return out
 }
+
+// IsOwnKey reports whether an annotation key is one kubeshaper reads or
+// reserves: the kubeshaper.io domain and the standard bandwidth keys.
+func IsOwnKey(key string) bool {
+	return strings.HasPrefix(key, Prefix) || key == KeyEgressBandwidth || key == KeyIngressBandwidth
+}
+
+func isKnownKey(key string) bool { return slices.Contains(AnnotationKeys(), key) }

@@ -43,7 +43,7 @@ func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\
 // tokenize splits one clause into words. Spaces around "=" are dropped
 // ("burst = 64kb" is "burst=64kb"). With joinUnits, a number followed by a
 // word made only of letters or "%" becomes one word, which is what accepts
-// the thesis form "10 mbps egress" and "2 %"; reserved words are never
+// the spaced form of the ELTE prototype this grammar extends ("10 mbps egress") and "2 %"; reserved words are never
 // glued, so "10 egress" still reports a missing unit.
 func tokenize(clause string, joinUnits bool) []string {
 	fields := strings.FieldsFunc(clause, isSpace)

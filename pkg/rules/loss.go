@@ -179,7 +179,7 @@ func parseThreshold(w string) (uint32, error) {
 }
 
 // Probability is the drop probability in [0,1]: Percent/100 for uniform
-// loss, e^(-t/100) for the thesis's exponential threshold, computed exactly
+// loss, e^(-t/100) for the exponential threshold (the ELTE prototype's loss model), computed exactly
 // rather than from a lookup table, and the long-run loss rate of a
 // Gilbert-Elliott model. Unknown kinds never drop.
 func (l Loss) Probability() float64 {

@@ -61,7 +61,7 @@ type Loss struct {
 	Kind LossKind
 	// Percent is the uniform drop probability in percent, [0,100].
 	Percent float64
-	// Threshold is the thesis's exponential threshold t in [0,1000]:
+	// Threshold is the exponential threshold of the ELTE prototype's loss model, t in [0,1000]:
 	// P(drop) = e^(-t/100).
 	Threshold uint32
 	// Gilbert holds the Gilbert-Elliott parameters (Kind LossGilbert).

@@ -41,7 +41,7 @@ const (
 )
 
 // rateUnits are all bits per second and decimal. "mbps" is megaBITS here,
-// as in tc and the thesis; case-insensitivity leaves no room for MBps.
+// as in tc and the ELTE prototype's annotations; case-insensitivity leaves no room for MBps.
 var rateUnits = map[string]float64{
 	"bps": 1, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9,
 	"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9,

@@ -242,14 +242,14 @@ type podCase struct {
 	ifindex int
 }
 
-// TestCustomProgramNotELF: a custom program (issue 7) whose file in the
+// TestCustomProgramNotELF: a custom program (kubeshaper.io/program) whose file in the
 // admin's program directory is not a BPF ELF object, or is a symbolic link
 // leading out of the directory, must give a clear Warning Event and attach
 // nothing. It runs only once the agent has --program-dir (the loader).
 func TestCustomProgramNotELF(t *testing.T) {
 	help, _ := exec.Command(agentenv.Binary(t), "-h").CombinedOutput()
 	if !strings.Contains(string(help), "-program-dir") {
-		t.Skip("this agent has no --program-dir: custom programs are not loaded yet (issue 7); the grammar's refusal of ../ names is in TestHostileAnnotations")
+		t.Skip("this agent has no --program-dir: custom programs are not loaded; the grammar's refusal of ../ names is in TestHostileAnnotations")
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "notelf.o"), []byte("#!/bin/sh\necho this is not an ELF object\n"), 0o644); err != nil {

@@ -1,4 +1,4 @@
-// Package reliability proves kubeshaper-agent deployable (issue 8): pod
+// Package reliability proves kubeshaper-agent deployable: pod
 // churn without leaks, a kill -9 mid-reconcile, an API outage, hostile
 // annotations, kernel faults, least privilege and graceful shutdown. Each
 // test runs the real agent as a process against a real kube-apiserver with
