@@ -59,12 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *maxPods < 0 || *flowEntries < 0 {
 		return report(stderr, badInput("--max-pods and --flow-entries must not be negative"))
 	}
-	mapOptions = datapath.Options{FlowEntries: *flowEntries}
+	mapOptions = datapath.Options{FlowEntries: *flowEntries, BPFFS: *bpffs}
 	if *maxPods > 0 {
 		mapOptions.Entries = datapath.EntriesForPods(*maxPods)
-	}
-	if *bpffs != "" {
-		os.Setenv("KUBESHAPER_BPFFS", *bpffs)
 	}
 	rest := fs.Args()
 	var err error

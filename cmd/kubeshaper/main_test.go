@@ -127,3 +127,26 @@ func TestApplyStatusClear(t *testing.T) {
 		t.Errorf("status after clear: %s", out)
 	}
 }
+
+// TestBPFFSFlagIsAValueNotTheEnvironment: --bpffs picks where the pins go
+// without touching the process environment, and a directory that is not a
+// bpffs is refused with a message saying how to mount one.
+func TestBPFFSFlagIsAValueNotTheEnvironment(t *testing.T) {
+	c, pod := newCLI(t)
+	base := os.Getenv(datapath.PinDirEnv)
+	t.Setenv(datapath.PinDirEnv, "")
+	if code, _, errOut := c.run("--bpffs", base, "iface", "apply", pod.HostVeth, "loss=uniform egress 1%"); code != 0 {
+		t.Fatalf("apply with --bpffs: exit %d: %s", code, errOut)
+	}
+	t.Cleanup(func() { c.run("--bpffs", base, "iface", "clear", pod.HostVeth) })
+	if got := os.Getenv(datapath.PinDirEnv); got != "" {
+		t.Fatalf("the CLI set $%s=%q", datapath.PinDirEnv, got)
+	}
+	if entries, err := os.ReadDir(base + "/kubeshaper"); err != nil || len(entries) == 0 {
+		t.Fatalf("no pins under the --bpffs given (%v)", err)
+	}
+	code, _, errOut := c.run("--bpffs", t.TempDir(), "status")
+	if code == 0 || !strings.Contains(errOut, "not a bpffs mount") || !strings.Contains(errOut, "mount -t bpf") {
+		t.Fatalf("a non-bpffs --bpffs: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -13,7 +13,8 @@ import (
 // DefaultBPFFS is where the kernel's bpffs is conventionally mounted.
 const DefaultBPFFS = "/sys/fs/bpf"
 
-// PinDirEnv overrides where the bpffs is found (the --bpffs flag sets it).
+// PinDirEnv overrides where the bpffs is found, for processes started by
+// tests and scripts (the CLI's --bpffs is passed as Options.BPFFS).
 const PinDirEnv = "KUBESHAPER_BPFFS"
 
 // initNetInode is init_net's fixed inode number on kernels that give it
@@ -140,7 +141,17 @@ func OpenDefault() (*Datapath, error) { return OpenDefaultWith(Options{}) }
 
 // OpenDefaultWith is OpenDefault with the maps sized by o.
 func OpenDefaultWith(o Options) (*Datapath, error) {
-	dir, err := DefaultPinDir()
+	if o.BPFFS != "" && !isBPFFS(o.BPFFS) {
+		return nil, fmt.Errorf("%s is not a bpffs mount (mount one with: mount -t bpf bpf %s)", o.BPFFS, o.BPFFS)
+	}
+	base := o.BPFFS
+	if base == "" {
+		var err error
+		if base, err = findBPFFS(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := pinDirIn(base)
 	if err != nil {
 		return nil, err
 	}

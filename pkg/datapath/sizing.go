@@ -44,6 +44,9 @@ type Options struct {
 	Entries int
 	// FlowEntries bounds ks_flows; 0 as Entries, with DefaultFlowEntries.
 	FlowEntries int
+	// BPFFS is the bpffs to pin under (OpenDefaultWith); "" finds it as
+	// DefaultPinDir says.
+	BPFFS string
 	// Logf receives what the loader did to pinned maps (migrated,
 	// recreated, stale directories removed); nil: standard error.
 	Logf func(format string, args ...any)

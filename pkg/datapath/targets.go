@@ -11,10 +11,11 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
-// Limits of the compiled targets (bpf/shaper.h).
+// Limits of the compiled targets: KS_MAX_TARGETS and KS_MAX_RANGES of
+// bpf/shaper.h, read from the generated struct so that they cannot drift.
 const (
-	maxTargets = 5
-	maxRanges  = 40
+	maxTargets = len(shaperKsTargets{}.Flags)
+	maxRanges  = len(shaperKsTargets{}.Ranges)
 )
 
 // kindFlags are the flag bits a rule of each kind sets, which its target
