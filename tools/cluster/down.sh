@@ -13,8 +13,15 @@
 #    veths on the bridge and the bridge, KUBE-*/CNI-* iptables chains and
 #    the rules jumping to them, nftables tables that did not exist, the
 #    recorded sysctls, kubepods cgroups, host paths, kubeshaper's pins.
+#    With a confined node (CNI=cilium|flannel): its netns (and with it every
+#    device, route, iptables rule and BPF attachment the CNI made there),
+#    Cilium's private bpffs and cgroup mounts.
 # 4. Verify against .cluster/host-before/ and print what, if anything, is
-#    left; exit 1 then. The cluster's state is removed; logs are kept in
+#    left; exit 1 then. Besides the cluster's own objects this diffs the
+#    host's whole network state (lib.sh host_state: tc qdiscs and filters
+#    and BPF attachments of every host interface, routes, rules, iptables,
+#    sysctls) against the snapshot up.sh took; sysctls that differ are put
+#    back first. The cluster's state is removed; logs are kept in
 #    .cluster/logs and the verdict in .cluster/down-report.
 set -euo pipefail
 # shellcheck source=tools/cluster/lib.sh
@@ -73,6 +80,18 @@ mapfile -t mnts < <(findmnt -rn -o TARGET | awk -v p="${CLUSTER_DIR}/" 'index($0
 for m in "${mnts[@]}"; do
 	umount "${m}" 2> /dev/null || umount -l "${m}" 2> /dev/null || log "cannot unmount ${m}"
 done
+
+# The confined node: its netns takes the CNI's devices, routes, iptables
+# and BPF attachments with it (the host end of its veth and the host's route
+# to the pod CIDR die with the pair). Then Cilium's private mounts.
+if [[ -e "/var/run/netns/${NODE_NETNS}" ]]; then
+	ip netns del "${NODE_NETNS}" && log "removed the node netns ${NODE_NETNS}"
+fi
+if [[ -d "${CILIUM_RUN}" ]]; then
+	mountpoint -q "${CILIUM_RUN}/bpffs" && umount "${CILIUM_RUN}/bpffs"
+	rmdir "${CILIUM_RUN}/cgroup2/kscl-cilium" 2> /dev/null || true
+	mountpoint -q "${CILIUM_RUN}/cgroup2" && umount "${CILIUM_RUN}/cgroup2"
+fi
 
 # Network namespaces containerd made (cni-<uuid>) that are still there.
 netns_before="$(before netns)"
@@ -210,8 +229,27 @@ if [[ -f "${BEFORE_DIR}/netns-mount" ]]; then
 	fi
 fi
 
+# Every other sysctl the CNI may have changed (Cilium writes some global
+# ones, e.g. net.core.bpf_jit_enable, kernel.unprivileged_bpf_disabled).
+if [[ -f "${BEFORE_DIR}/host/sysctl" ]]; then
+	while IFS= read -r line; do
+		k="${line%% = *}" v="${line#* = }"
+		cur="$(sysctl -n "${k}" 2> /dev/null | tr '\t' ' ')" || continue
+		[[ "${cur}" == "${v}" ]] && continue
+		sysctl -qw "${k}=${v}" 2> /dev/null && log "restored ${k}=${v} (was ${cur})"
+	done < <(sysctl -a 2> /dev/null | sort | comm -13 - "${BEFORE_DIR}/host/sysctl" | grep ' = ')
+fi
+
 # ------------------------------------------------------------ 4. verify
 problems=()
+[[ -e "/var/run/netns/${NODE_NETNS}" ]] && problems+=("node netns ${NODE_NETNS} left")
+ip link show "${NODE_HOST_LINK}" > /dev/null 2>&1 && problems+=("link ${NODE_HOST_LINK} left")
+if [[ -d "${BEFORE_DIR}/host" ]]; then
+	host_state "${CLUSTER_DIR}/host-after"
+	while IFS= read -r d; do
+		[[ -n "${d}" ]] && problems+=("host changed: ${d}")
+	done < <(host_state_diff "${BEFORE_DIR}/host" "${CLUSTER_DIR}/host-after")
+fi
 links_before="$(before links)"
 ip link show "${BRIDGE}" > /dev/null 2>&1 && problems+=("bridge ${BRIDGE} still exists")
 for l in $(ip -o link show | awk -F': ' '{split($2,a,"@"); print a[1]}' | grep -E '^veth[0-9a-f]{8}$' || true); do
@@ -254,7 +292,7 @@ findmnt -rn -o TARGET | awk -v p="${CLUSTER_DIR}/" 'index($0, p) == 1' | grep -q
 # State goes; logs and the verdict stay.
 for d in "${CLUSTER_DIR}"/*; do
 	case "$(basename "${d}")" in
-	logs | logs.prev | down-report | timings | e2e-results.txt) ;;
+	logs | logs.prev | down-report | timings | e2e-results.txt | e2e-cni) ;;
 	*) rm -rf "${d}" ;;
 	esac
 done
@@ -265,7 +303,7 @@ secs=$((SECONDS - t0))
 	if ((${#problems[@]})); then
 		printf 'LEFT: %s\n' "${problems[@]}"
 	else
-		echo "host restored: no leftover veths, netns, iptables chains, nftables tables, sysctls, paths, cgroups, pins, mounts"
+		echo "host restored: no leftover veths, netns, iptables chains, nftables tables, sysctls, paths, cgroups, pins, mounts; host interfaces' qdiscs/filters/BPF attachments, routes, rules, iptables and sysctls as before"
 	fi
 } | tee "${CLUSTER_DIR}/down-report" >&2
 echo "down $(date -Is) took=${secs}s" >> "${CLUSTER_DIR}/timings"

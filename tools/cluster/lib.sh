@@ -29,6 +29,47 @@ ETCD_CLIENT_PORT=12379
 ETCD_PEER_PORT=12380
 PAUSE_IMAGE="kubeshaper/pause:dev"
 
+# The pod network (CNI=bridge|cilium|flannel; make cluster-up CNI=...).
+# bridge: the CNI bridge plugin, the node is this machine's own netns.
+# cilium, flannel: the node is a network namespace of its own, $NODE_NETNS,
+# joined to the host by one veth ($NODE_HOST_LINK here, $NODE_NIC there,
+# 10.254.254.0/30). containerd, kubelet, kube-proxy and the CNI's agent run
+# in it, so hostNetwork pods, the CNI's devices, routes, iptables rules and
+# BPF programs all live there: the CNI's --devices is $NODE_NIC, never this
+# machine's uplink. The API server listens on the host end of that veth
+# only. up.sh records the choice in $CLUSTER_DIR/cni for the other scripts.
+# The recorded CNI wins over $CNI: down.sh, deploy.sh… act on the cluster
+# that is up; up.sh calls set_cni with the one asked for.
+set_cni() {
+	CNI="$1"
+	case "${CNI}" in
+	bridge | cilium | flannel) ;;
+	*) echo "cluster: unknown CNI '${CNI}' (bridge, cilium or flannel)" >&2; exit 2 ;;
+	esac
+	IN_NODE=()
+	if [[ "${CNI}" != bridge ]]; then
+		IN_NODE=(nsenter "--net=/var/run/netns/${NODE_NETNS}" --)
+	fi
+}
+REQUESTED_CNI="${CNI:-bridge}"
+NODE_NETNS="kscl-node"
+NODE_HOST_LINK="kscl-host"
+NODE_NIC="kscl-nic"
+NODE_LINK_HOST_IP="10.254.254.1"
+NODE_LINK_NODE_IP="10.254.254.2"
+CILIUM_RUN="/run/kscl-cilium" # its bpffs and cgroup2 mounts, outside /sys
+confined() { [[ "${CNI}" != bridge ]]; }
+# in_node CMD... / "${IN_NODE[@]}" CMD...: run CMD in the node's network
+# namespace (the host's when CNI=bridge). nsenter, not `ip netns exec`: the
+# latter remounts /sys, which hides the cgroup and bpf mounts kubelet, runc
+# and kubeshaper need.
+in_node() { "${IN_NODE[@]}" "$@"; }
+if [[ -f "${CLUSTER_DIR}/cni" ]]; then
+	set_cni "$(cat "${CLUSTER_DIR}/cni")"
+else
+	set_cni "${REQUESTED_CNI}"
+fi
+
 PID_DIR="${CLUSTER_DIR}/pids"
 LOG_DIR="${CLUSTER_DIR}/logs"
 BEFORE_DIR="${CLUSTER_DIR}/host-before"
@@ -72,6 +113,9 @@ HOST_PATHS=(
 	/etc/kubernetes
 	/opt/cni
 	/var/lib/cni         # libcni's result cache
+	/run/cilium          # cilium-agent's state, API socket, CNI log
+	/run/flannel         # flanneld's subnet.env
+	"${CILIUM_RUN}"
 )
 
 log() { printf '%s cluster: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -92,7 +136,22 @@ node_dev() {
 	[[ -n "${dev}" ]] || die "no IPv4 interface found for the node address"
 	echo "${dev}"
 }
-node_ip() { ip -4 -o addr show dev "$(node_dev)" scope global | awk '{split($4,a,"/"); print a[1]; exit}'; }
+node_ip() {
+	if confined; then
+		echo "${NODE_LINK_NODE_IP}"
+		return
+	fi
+	ip -4 -o addr show dev "$(node_dev)" scope global | awk '{split($4,a,"/"); print a[1]; exit}'
+}
+# api_ip: where kube-apiserver listens: the node's address, or with a
+# confined node the host end of its veth (never this machine's uplink).
+api_ip() {
+	if confined; then
+		echo "${NODE_LINK_HOST_IP}"
+		return
+	fi
+	node_ip
+}
 
 # proc_starttime PID: field 22 of /proc/PID/stat, to tell a PID from a
 # re-used one.
@@ -173,4 +232,83 @@ iptables_chains() {
 	[[ "$1" == 6 ]] && save="ip6tables-save"
 	command -v "${save}" > /dev/null || return 0
 	"${save}" 2>/dev/null | awk '/^\*/{t=substr($1,2)} /^:/{print t, substr($1,2)}'
+}
+
+# host_state DIR: what the cluster must leave exactly as it found it on this
+# machine's own network namespace, one file per aspect: every host
+# interface's tc qdiscs and filters (classic cls_bpf and the rest), the BPF
+# programs attached to them (bpftool net: tcx, tc, xdp), routes of every
+# table, policy rules, the full iptables rule sets, and every sysctl but the
+# few that move by themselves. Files of interfaces that come and go with
+# other people's tests are compared only when present on both sides.
+host_state() {
+	local d="$1" l
+	mkdir -p "${d}/if"
+	ip -o link show | awk -F': ' '{split($2,a,"@"); print a[1]}' | sort > "${d}/links"
+	while read -r l; do
+		{
+			tc qdisc show dev "${l}" 2> /dev/null
+			tc filter show dev "${l}" ingress 2> /dev/null | sed 's/ id [0-9]*/ id N/; s/ tag [0-9a-f]*//'
+			tc filter show dev "${l}" egress 2> /dev/null | sed 's/ id [0-9]*/ id N/; s/ tag [0-9a-f]*//'
+			if command -v bpftool > /dev/null; then
+				bpftool net show dev "${l}" 2> /dev/null | sed 's/prog_id [0-9]*/prog_id N/g; s/link_id [0-9]*/link_id N/g; s/id [0-9]*/id N/g'
+			fi
+			sysctl -a 2> /dev/null | grep -E "^net\.ipv[46]\.(conf|neigh)\.${l//./\.} " | sort
+		} > "${d}/if/${l}"
+	done < "${d}/links"
+	ip -4 route show table all 2> /dev/null | sort > "${d}/routes4"
+	ip -6 route show table all 2> /dev/null | sort > "${d}/routes6"
+	ip -4 rule show 2> /dev/null > "${d}/rules4"
+	ip -6 rule show 2> /dev/null > "${d}/rules6"
+	if command -v iptables-save > /dev/null; then
+		iptables-save 2> /dev/null | iptables_rules > "${d}/iptables4"
+		ip6tables-save 2> /dev/null | iptables_rules > "${d}/iptables6"
+	fi
+	sysctl -a 2> /dev/null | grep -vE '^(fs\.(dentry-state|file-nr|inode-nr|inode-state)|kernel\.(ns_last_pid|random\.uuid|random\.boot_id|random\.entropy_avail)|net\.netfilter\.nf_conntrack_count|net\.ipv[46]\.(conf|neigh)\.) ' |
+		awk '/^[A-Za-z0-9_.\/-]+ = / {n[$1]++; l[$1] = $0} END {for (k in n) if (n[k] == 1) print l[k]}' | sort > "${d}/sysctl"
+}
+
+# host_state_diff BEFORE AFTER: one line per difference ("" when none).
+# Routes and interfaces of links that exist on one side only (someone
+# else's test veths) are left out.
+host_state_diff() {
+	local b="$1" a="$2" f l both
+	both="$(comm -12 "${b}/links" "${a}/links")"
+	for l in ${both}; do
+		if ! diff -q "${b}/if/${l}" "${a}/if/${l}" > /dev/null 2>&1; then
+			diff "${b}/if/${l}" "${a}/if/${l}" | grep '^[<>]' | sed "s#^#interface ${l}: #"
+		fi
+	done
+	# sysctls: values of the keys on both sides (a module loaded meanwhile
+	# adds keys; that is not a change of the host's settings).
+	if [[ -f "${b}/sysctl" && -f "${a}/sysctl" ]]; then
+		join -t '=' -j 1 <(sed 's/ = /=/' "${b}/sysctl") <(sed 's/ = /=/' "${a}/sysctl") |
+			awk -F'=' '$2 != $3 {print "sysctl: " $1 " was " $2 ", now " $3}'
+	fi
+	for f in routes4 routes6 rules4 rules6 iptables4 iptables6; do
+		[[ -f "${b}/${f}" && -f "${a}/${f}" ]] || continue
+		diff <(only_links "${both}" < "${b}/${f}") <(only_links "${both}" < "${a}/${f}") | grep '^[<>]' | sed "s#^#${f}: #"
+	done
+	return 0
+}
+
+# only_links LINKS: drop route lines naming a device not in LINKS.
+only_links() {
+	awk -v keep=" $(echo $1) " '{
+		for (i = 1; i < NF; i++) if ($i == "dev" && !index(keep, " " $(i+1) " ")) next
+		print
+	}'
+}
+
+# iptables_rules: iptables-save output reduced to what the host's rule set
+# means: every rule and user chain with its table, and built-in chains'
+# policies when not ACCEPT (a table that merely became visible because
+# someone listed it, empty, is no change).
+iptables_rules() {
+	awk '/^\*/ {t = substr($1, 2); next}
+		/^:/ {c = substr($1, 2)
+			if (c ~ /^(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING)$/) { if ($2 != "ACCEPT") print t, "policy", c, $2 }
+			else print t, "chain", c
+			next}
+		/^-A / {print t, $0}' | sort
 }

@@ -5,8 +5,15 @@
 # pods on a CNI bridge (Debian's containernetworking-plugins), no registry:
 # the sandbox image is built here (tools/cluster/images.sh pause).
 #
-# Usage: tools/cluster/up.sh            (make cluster-up)
+# Usage: tools/cluster/up.sh            (make cluster-up [CNI=cilium|flannel])
 #        tools/cluster/up.sh --check    (exit 0 if it is up, 1 if not)
+#
+# CNI=cilium / CNI=flannel: the pod network is that CNI instead of the
+# bridge conflist, and the node is a network namespace of its own
+# (lib.sh: $NODE_NETNS) so the CNI cannot touch this machine's uplink, routes
+# or iptables. Cilium is built from source (tools/cilium/build.sh) and runs
+# without its operator (tools/cluster/cilium.sh; CILIUM_MODE=tcx|legacy|
+# hostrouting).
 #
 # Writes the admin kubeconfig to .cluster/kubeconfig. Idempotent: a cluster
 # that is already up is left alone; a half-dead one is taken down first.
@@ -18,11 +25,17 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root
 
-components=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet kube-proxy)
+components_of() {
+	echo etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet kube-proxy
+	case "$1" in
+	cilium) echo cilium-agent ;;
+	flannel) echo flanneld ;;
+	esac
+}
 
 all_up() {
 	local c
-	for c in "${components[@]}"; do proc_alive "${c}" || return 1; done
+	for c in $(components_of "${CNI}"); do proc_alive "${c}" || return 1; done
 	[[ -f "${KUBECONFIG_ADMIN}" ]]
 }
 
@@ -31,13 +44,16 @@ if [[ "${1:-}" == "--check" ]]; then # exit status only: is it up?
 	exit
 fi
 if all_up; then
-	log "cluster already up (kubeconfig ${KUBECONFIG_ADMIN})"
+	[[ "${CNI}" == "${REQUESTED_CNI}" ]] || die "a cluster with CNI ${CNI} is up: make cluster-down first"
+	log "cluster already up (CNI ${CNI}, kubeconfig ${KUBECONFIG_ADMIN})"
 	exit 0
 fi
 if [[ -d "${PID_DIR}" || -d "${BEFORE_DIR}" ]]; then
 	log "a previous cluster is partly up or was not taken down: taking it down first"
 	"${REPO}/tools/cluster/down.sh"
 fi
+set_cni "${REQUESTED_CNI}"
+components=($(components_of "${CNI}"))
 
 # From here on, a failure takes down whatever was started (logs stay).
 on_exit() {
@@ -58,7 +74,7 @@ fi
 
 # ------------------------------------------------------------ preflight
 missing=()
-for b in containerd ctr runc etcd iptables iptables-save ip6tables-save openssl ip; do
+for b in containerd ctr runc etcd iptables iptables-save ip6tables-save openssl ip nsenter; do
 	command -v "${b}" > /dev/null || missing+=("${b}")
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] || missing+=("/usr/lib/cni (containernetworking-plugins)")
@@ -70,15 +86,24 @@ mountpoint -q /sys/fs/bpf || die "/sys/fs/bpf is not mounted (make bpffs)"
 log "Kubernetes ${K8S_VERSION} binaries (built once from the Go module proxy, cached in ${K8S_BIN})"
 tb=${SECONDS}
 "${REPO}/tools/k8sbin/build.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+case "${CNI}" in
+cilium) "${REPO}/tools/cilium/build.sh" ;;
+flannel) "${REPO}/tools/flannel/build.sh" ;;
+esac
 build_secs=$((SECONDS - tb))
 
 mkdir -p "${TOOLS_BIN}"
 (cd "${REPO}" && go build -o "${TOOLS_BIN}/reaper" ./tools/reaper)
 
 NODE_IP="$(node_ip)"
+API_IP="$(api_ip)"
 NODE_DEV="$(node_dev)"
 MTU="$(cat "/sys/class/net/${NODE_DEV}/mtu")"
-log "node ${NODE_NAME}: ${NODE_IP} on ${NODE_DEV} (mtu ${MTU})"
+if confined; then
+	NODE_DEV="${NODE_NIC}"
+	MTU=1500
+fi
+log "node ${NODE_NAME} (CNI ${CNI}): ${NODE_IP} on ${NODE_DEV} (mtu ${MTU}), API at ${API_IP}"
 
 # ------------------------------------------------------------ host snapshot
 mkdir -p "${BEFORE_DIR}" "${PID_DIR}" "${LOG_DIR}"
@@ -102,9 +127,27 @@ for h in /sys/fs/cgroup/*/; do
 	[[ -d "${h}kubepods" ]] && echo "${h}kubepods"
 done > "${BEFORE_DIR}/cgroups" || true
 findmnt -rn -o TARGET | sort > "${BEFORE_DIR}/mounts"
+host_state "${BEFORE_DIR}/host" # down.sh diffs the host against this
+echo "${CNI}" > "${CLUSTER_DIR}/cni"
 
 # ------------------------------------------------------------ host settings
-sysctl -qw net.ipv4.ip_forward=1
+if confined; then
+	# The node: a netns with one veth to the host. The host routes the pod
+	# CIDR to it (so the API server can answer pods) but does not forward:
+	# pods reach this machine's API server and nothing beyond.
+	ip netns add "${NODE_NETNS}"
+	ip link add "${NODE_HOST_LINK}" mtu "${MTU}" type veth peer name "${NODE_NIC}" mtu "${MTU}" netns "${NODE_NETNS}"
+	ip addr add "${NODE_LINK_HOST_IP}/30" dev "${NODE_HOST_LINK}"
+	ip link set "${NODE_HOST_LINK}" up
+	ip -n "${NODE_NETNS}" link set lo up
+	ip -n "${NODE_NETNS}" addr add "${NODE_LINK_NODE_IP}/30" dev "${NODE_NIC}"
+	ip -n "${NODE_NETNS}" link set "${NODE_NIC}" up
+	ip -n "${NODE_NETNS}" route add default via "${NODE_LINK_HOST_IP}"
+	ip route add "${CLUSTER_CIDR}" via "${NODE_LINK_NODE_IP}" dev "${NODE_HOST_LINK}"
+	in_node sysctl -qw net.ipv4.ip_forward=1
+else
+	sysctl -qw net.ipv4.ip_forward=1
+fi
 # Pods' netns live in /var/run/netns; the agent mounts it with
 # HostToContainer propagation, which needs a shared mount there (what
 # `ip netns add` sets up). Make it one if it is not, and undo it on down.
@@ -128,7 +171,7 @@ mkdir -p "${PKI}"
 		basicConstraints=CA:FALSE
 		keyUsage=digitalSignature,keyEncipherment
 		extendedKeyUsage=serverAuth
-		subjectAltName=IP:127.0.0.1,IP:${NODE_IP},IP:${SERVICE_API_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+		subjectAltName=IP:127.0.0.1,IP:${NODE_IP},IP:${API_IP},IP:${SERVICE_API_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 	EOF
 	openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2> /dev/null
 	openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile apiserver.ext -out apiserver.crt 2> /dev/null
@@ -158,7 +201,7 @@ write_kubeconfig() { # FILE USER TOKEN
 		clusters:
 		- name: kubeshaper-local
 		  cluster:
-		    server: https://${NODE_IP}:${API_PORT}
+		    server: https://${API_IP}:${API_PORT}
 		    certificate-authority-data: ${ca_b64}
 		users:
 		- name: $2
@@ -192,7 +235,7 @@ wait_for "etcd" 30 etcd_healthy || die "etcd did not come up: ${LOG_DIR}/etcd.lo
 # ------------------------------------------------------------ kube-apiserver
 start_proc kube-apiserver "${K8S_BIN}/kube-apiserver" \
 	--etcd-servers "http://127.0.0.1:${ETCD_CLIENT_PORT}" \
-	--bind-address "${NODE_IP}" --advertise-address "${NODE_IP}" --secure-port "${API_PORT}" \
+	--bind-address "${API_IP}" --advertise-address "${API_IP}" --secure-port "${API_PORT}" \
 	--cert-dir "${PKI}" --tls-cert-file "${PKI}/apiserver.crt" --tls-private-key-file "${PKI}/apiserver.key" \
 	--client-ca-file "${PKI}/ca.crt" --token-auth-file "${PKI}/tokens.csv" \
 	--authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
@@ -202,7 +245,7 @@ start_proc kube-apiserver "${K8S_BIN}/kube-apiserver" \
 	--kubelet-preferred-address-types InternalIP --profiling=false --v 1
 write_kubeconfig "${KUBECONFIG_ADMIN}" admin "${TOKENS[admin]}"
 wait_for "kube-apiserver /readyz" 90 kubectl_admin get --raw /readyz || die "kube-apiserver not ready: ${LOG_DIR}/kube-apiserver.log"
-log "kube-apiserver ready at https://${NODE_IP}:${API_PORT}"
+log "kube-apiserver ready at https://${API_IP}:${API_PORT}"
 
 # ------------------------------------------------------------ containerd
 CD="${CLUSTER_DIR}/containerd"
@@ -241,10 +284,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SystemdCgroup = false
         Root = "${CLUSTER_DIR}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "${CLUSTER_DIR}/cni/bin"
     conf_dir = "${CLUSTER_DIR}/cni/net.d"
     max_conf_num = 1
 EOF
+# The plugins containerd may run: Debian's, and the CNI's own.
+mkdir -p "${CLUSTER_DIR}/cni/bin"
+ln -sf /usr/lib/cni/* "${CLUSTER_DIR}/cni/bin/"
+if [[ "${CNI}" == bridge ]]; then
 cat > "${CLUSTER_DIR}/cni/net.d/10-${CNI_NETWORK}.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -267,7 +314,8 @@ cat > "${CLUSTER_DIR}/cni/net.d/10-${CNI_NETWORK}.conflist" <<EOF
   ]
 }
 EOF
-start_proc containerd "${TOOLS_BIN}/reaper" -grace 10s -- containerd --config "${CD}/config.toml" --log-level warn
+fi # the other CNIs' conflists are written once their agent is ready
+start_proc containerd "${IN_NODE[@]}" "${TOOLS_BIN}/reaper" -grace 10s -- containerd --config "${CD}/config.toml" --log-level warn
 wait_for "containerd" 30 ctr -a "${CONTAINERD_SOCK}" version || die "containerd did not come up: ${LOG_DIR}/containerd.log"
 "${REPO}/tools/cluster/images.sh" pause
 
@@ -313,7 +361,7 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 EOF
-start_proc kubelet "${K8S_BIN}/kubelet" \
+start_proc kubelet "${IN_NODE[@]}" "${K8S_BIN}/kubelet" \
 	--config "${CONF}/kubelet.yaml" --kubeconfig "${CONF}/kubelet.kubeconfig" \
 	--root-dir "${KL}" --cert-dir "${KL}/pki" --hostname-override "${NODE_NAME}" --node-ip "${NODE_IP}" --v 1
 
@@ -336,7 +384,13 @@ conntrack:
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
 EOF
-start_proc kube-proxy "${K8S_BIN}/kube-proxy" --config "${CONF}/kube-proxy.yaml" --v 1
+start_proc kube-proxy "${IN_NODE[@]}" "${K8S_BIN}/kube-proxy" --config "${CONF}/kube-proxy.yaml" --v 1
+
+# ------------------------------------------------------------ the CNI
+case "${CNI}" in
+cilium) "${REPO}/tools/cluster/cilium.sh" start "${CILIUM_MODE:-tcx}" ;;
+flannel) "${REPO}/tools/cluster/flannel.sh" start ;;
+esac
 
 # ------------------------------------------------------------ ready?
 node_ready() {

@@ -31,6 +31,7 @@ func main() {
 		"BENCH-MONITORING":  monitoringTable,
 		"BENCH-RELIABILITY": reliabilityTable,
 		"BENCH-KERNELS":     kernelsTable,
+		"BENCH-CNI":         cniTable,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
