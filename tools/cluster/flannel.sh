@@ -22,6 +22,7 @@ start() {
 	[[ -x "${CACHE}/bin/flanneld" ]] || "${REPO}/tools/flannel/build.sh"
 	wait_for "node ${NODE_NAME} with a podCIDR" 120 has_pod_cidr || die "node ${NODE_NAME} has no podCIDR"
 	mkdir -p "${CLUSTER_DIR}/flannel"
+	rm -f /run/flannel/subnet.env
 	cat > "${CLUSTER_DIR}/flannel/net-conf.json" <<-EOF
 		{"Network": "${CLUSTER_CIDR}", "EnableIPv6": false, "Backend": {"Type": "vxlan"}}
 	EOF
@@ -32,6 +33,8 @@ start() {
 	wait_for "flanneld's subnet.env" 120 subnet_ready || die "flanneld not ready: ${LOG_DIR}/flanneld.log"
 	# shellcheck disable=SC1091
 	source /run/flannel/subnet.env
+	# subnet.env names the gateway (10.244.0.1/24); host-local wants the network.
+	subnet="$(python3 -c 'import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1], strict=False))' "${FLANNEL_SUBNET}")"
 	cat > "${CLUSTER_DIR}/cni/net.d/10-flannel.conflist" <<-EOF
 		{
 		  "cniVersion": "1.0.0",
@@ -39,7 +42,7 @@ start() {
 		  "plugins": [{
 		    "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
 		    "ipMasq": false, "hairpinMode": true, "mtu": ${FLANNEL_MTU},
-		    "ipam": {"type": "host-local", "ranges": [[{"subnet": "${FLANNEL_SUBNET}"}]],
+		    "ipam": {"type": "host-local", "ranges": [[{"subnet": "${subnet}"}]],
 		             "routes": [{"dst": "${FLANNEL_NETWORK}"}], "dataDir": "${CLUSTER_DIR}/cni/ipam"}
 		  }]
 		}

@@ -64,8 +64,8 @@ confined() { [[ "${CNI}" != bridge ]]; }
 # latter remounts /sys, which hides the cgroup and bpf mounts kubelet, runc
 # and kubeshaper need.
 in_node() { "${IN_NODE[@]}" "$@"; }
-if [[ -f "${CLUSTER_DIR}/cni" ]]; then
-	set_cni "$(cat "${CLUSTER_DIR}/cni")"
+if [[ -f "${CLUSTER_DIR}/cni-name" ]]; then
+	set_cni "$(cat "${CLUSTER_DIR}/cni-name")"
 else
 	set_cni "${REQUESTED_CNI}"
 fi
@@ -241,10 +241,13 @@ iptables_chains() {
 # table, policy rules, the full iptables rule sets, and every sysctl but the
 # few that move by themselves. Files of interfaces that come and go with
 # other people's tests are compared only when present on both sides.
-host_state() {
+host_state() ( # a subshell: grep finding nothing is no error here
+	set +e +o pipefail
 	local d="$1" l
 	mkdir -p "${d}/if"
 	ip -o link show | awk -F': ' '{split($2,a,"@"); print a[1]}' | sort > "${d}/links"
+	local all
+	all="$(sysctl -a 2> /dev/null)"
 	while read -r l; do
 		{
 			tc qdisc show dev "${l}" 2> /dev/null
@@ -253,7 +256,7 @@ host_state() {
 			if command -v bpftool > /dev/null; then
 				bpftool net show dev "${l}" 2> /dev/null | sed 's/prog_id [0-9]*/prog_id N/g; s/link_id [0-9]*/link_id N/g; s/id [0-9]*/id N/g'
 			fi
-			sysctl -a 2> /dev/null | grep -E "^net\.ipv[46]\.(conf|neigh)\.${l//./\.} " | sort
+			grep -E "^net\.ipv[46]\.(conf|neigh)\.${l//./\.} " <<< "${all}" | sort
 		} > "${d}/if/${l}"
 	done < "${d}/links"
 	ip -4 route show table all 2> /dev/null | sort > "${d}/routes4"
@@ -264,14 +267,16 @@ host_state() {
 		iptables-save 2> /dev/null | iptables_rules > "${d}/iptables4"
 		ip6tables-save 2> /dev/null | iptables_rules > "${d}/iptables6"
 	fi
-	sysctl -a 2> /dev/null | grep -vE '^(fs\.(dentry-state|file-nr|inode-nr|inode-state)|kernel\.(ns_last_pid|random\.uuid|random\.boot_id|random\.entropy_avail)|net\.netfilter\.nf_conntrack_count|net\.ipv[46]\.(conf|neigh)\.) ' |
+	grep -vE '^(fs\.(dentry-state|file-nr|inode-nr|inode-state)|kernel\.(ns_last_pid|random\.uuid|random\.boot_id|random\.entropy_avail)|net\.netfilter\.nf_conntrack_count|net\.ipv[46]\.(conf|neigh)\.) ' <<< "${all}" |
 		awk '/^[A-Za-z0-9_.\/-]+ = / {n[$1]++; l[$1] = $0} END {for (k in n) if (n[k] == 1) print l[k]}' | sort > "${d}/sysctl"
-}
+	return 0
+)
 
 # host_state_diff BEFORE AFTER: one line per difference ("" when none).
 # Routes and interfaces of links that exist on one side only (someone
 # else's test veths) are left out.
-host_state_diff() {
+host_state_diff() (
+	set +e +o pipefail
 	local b="$1" a="$2" f l both
 	both="$(comm -12 "${b}/links" "${a}/links")"
 	for l in ${both}; do
@@ -290,7 +295,7 @@ host_state_diff() {
 		diff <(only_links "${both}" < "${b}/${f}") <(only_links "${both}" < "${a}/${f}") | grep '^[<>]' | sed "s#^#${f}: #"
 	done
 	return 0
-}
+)
 
 # only_links LINKS: drop route lines naming a device not in LINKS.
 only_links() {

@@ -128,7 +128,7 @@ for h in /sys/fs/cgroup/*/; do
 done > "${BEFORE_DIR}/cgroups" || true
 findmnt -rn -o TARGET | sort > "${BEFORE_DIR}/mounts"
 host_state "${BEFORE_DIR}/host" # down.sh diffs the host against this
-echo "${CNI}" > "${CLUSTER_DIR}/cni"
+echo "${CNI}" > "${CLUSTER_DIR}/cni-name"
 
 # ------------------------------------------------------------ host settings
 if confined; then
