@@ -114,6 +114,8 @@ HOST_PATHS=(
 	/opt/cni
 	/var/lib/cni         # libcni's result cache
 	/run/cilium          # cilium-agent's state, API socket, CNI log
+	/var/lib/cilium      # cilium-agent's other state (lib-dir is the source tree)
+	/etc/cni             # written by no one here (conflists live in .cluster); checked
 	/run/flannel         # flanneld's subnet.env
 	"${CILIUM_RUN}"
 )
@@ -267,7 +269,7 @@ host_state() ( # a subshell: grep finding nothing is no error here
 		iptables-save 2> /dev/null | iptables_rules > "${d}/iptables4"
 		ip6tables-save 2> /dev/null | iptables_rules > "${d}/iptables6"
 	fi
-	grep -vE '^(fs\.(dentry-state|file-nr|inode-nr|inode-state)|kernel\.(ns_last_pid|random\.uuid|random\.boot_id|random\.entropy_avail)|net\.netfilter\.nf_conntrack_count|net\.ipv[46]\.(conf|neigh)\.) ' <<< "${all}" |
+	grep -vE '^(fs\.(dentry-state|file-nr|inode-nr|inode-state|aio-nr|quota\..*)|kernel\.(ns_last_pid|pty\.nr|perf_event_max_sample_rate|random\..*)|net\.netfilter\.nf_conntrack_count|net\.ipv[46]\.(conf|neigh)\.) ' <<< "${all}" |
 		awk '/^[A-Za-z0-9_.\/-]+ = / {n[$1]++; l[$1] = $0} END {for (k in n) if (n[k] == 1) print l[k]}' | sort > "${d}/sysctl"
 	return 0
 )
