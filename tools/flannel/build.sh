@@ -30,9 +30,11 @@ mod_dir="$(cd "${cache}" && go mod download -json "github.com/flannel-io/flannel
 rm -rf "${cache}/src"
 cp -R "${mod_dir}" "${cache}/src"
 chmod -R u+w "${cache}/src"
-# The Tencent Cloud VPC backend's SDK (tencentcloud-sdk-go …/vpc) is not
-# served by the proxy; the cluster uses VXLAN, so that backend is left out.
-sed -i '\#"github.com/flannel-io/flannel/pkg/backend/tencentvpc"#d' "${cache}/src/main.go"
+# The cluster uses VXLAN; two backends are left out: Tencent Cloud VPC (its
+# SDK module, tencentcloud-sdk-go …/vpc, is not served by the proxy) and
+# udp (it needs cgo).
+sed -i -e '\#"github.com/flannel-io/flannel/pkg/backend/tencentvpc"#d' \
+	-e '\#"github.com/flannel-io/flannel/pkg/backend/udp"#d' "${cache}/src/main.go"
 (cd "${cache}/src" && go build -trimpath -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=${version}" \
 	-o "${cache}/bin/.flanneld.tmp.$$" .)
 mv -f "${cache}/bin/.flanneld.tmp.$$" "${cache}/bin/flanneld"
