@@ -27,14 +27,14 @@ build:
 BPF_CFLAGS := -O2 -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu
 generate:
 	$(GO) generate ./pkg/datapath/
-	for d in bpf/examples pkg/datapath/testdata; do \
+	for d in bpf/examples pkg/datapath/testdata tests/foreign/testdata; do \
 	  (cd $$d && for f in *.c; do g=-g; case $$f in *_nobtf.c) g=-g0;; esac; \
 	    clang $(BPF_CFLAGS) $$g -fdebug-prefix-map=$$(pwd)=. -fdebug-compilation-dir=. -c $$f -o $${f%.c}.o && llvm-strip -g $${f%.c}.o || exit 1; done) || exit 1; \
 	done
 
 # CI: the committed object must be exactly what the sources compile to.
 check-generate: generate
-	git diff --exit-code -- pkg/datapath/ bpf/examples/ || { echo "generated BPF files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
+	git diff --exit-code -- pkg/datapath/ bpf/examples/ tests/foreign/ || { echo "generated BPF files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
 
 bpffs:
 	@mountpoint -q $(BPFFS) || mount -t bpf bpf $(BPFFS)

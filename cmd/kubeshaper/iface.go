@@ -2,10 +2,13 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
@@ -14,14 +17,11 @@ import (
 )
 
 func ifaceApply(args []string, out io.Writer) error {
-	if len(args) < 1 {
-		return badInput("iface apply needs a host interface name")
-	}
-	pol, err := parseRules(args[1:])
+	ifc, args, err := target("apply", args)
 	if err != nil {
 		return err
 	}
-	ifc, err := resolve(args[0])
+	pol, err := parseRules(args)
 	if err != nil {
 		return err
 	}
@@ -41,12 +41,12 @@ func ifaceApply(args []string, out io.Writer) error {
 }
 
 func ifaceClear(args []string, out io.Writer) error {
-	if len(args) != 1 {
-		return badInput("iface clear takes exactly one host interface name")
-	}
-	ifc, err := resolve(args[0])
+	ifc, args, err := target("clear", args)
 	if err != nil {
 		return err
+	}
+	if len(args) != 0 {
+		return badInput("iface clear takes one interface, not %q", args)
 	}
 	sh, closeDP, err := openShaper()
 	if err != nil {
@@ -85,6 +85,89 @@ func parseRules(args []string) (rules.Policy, error) {
 		pol = rules.Merge([]rules.Policy{pol}, p)
 	}
 	return pol, nil
+}
+
+// target reads the interface an iface command acts on — a host veth, or
+// the pod end (--netns, --pod-iface) — and where its directions run
+// (--pod-side); it returns the remaining arguments.
+func target(cmd string, args []string) (shaper.Interface, []string, error) {
+	fs := flag.NewFlagSet("iface "+cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	netns := fs.String("netns", "", "the pod's network namespace (a path, e.g. /var/run/netns/NAME or /proc/PID/ns/net)")
+	podIface := fs.String("pod-iface", "", "the pod's interface in --netns (e.g. eth0): the rule runs there, both directions")
+	podSide := fs.String("pod-side", "", "directions to run on the pod's own interface: egress, ingress or both")
+	if err := fs.Parse(args); err != nil {
+		return shaper.Interface{}, nil, badInput("iface %s: %v", cmd, err)
+	}
+	rest := fs.Args()
+	var ifc shaper.Interface
+	var err error
+	switch {
+	case (*netns == "") != (*podIface == ""):
+		return ifc, nil, badInput("iface %s: --netns and --pod-iface go together", cmd)
+	case *netns != "":
+		if ifc, err = resolvePodEnd(*netns, *podIface); err != nil {
+			return ifc, nil, err
+		}
+		if cmd == "apply" {
+			ifc.PodSide = [2]bool{true, true}
+		}
+	case len(rest) == 0:
+		return ifc, nil, badInput("iface %s needs a host interface name (or --netns and --pod-iface)", cmd)
+	default:
+		if ifc, err = resolve(rest[0]); err != nil {
+			return ifc, nil, err
+		}
+		rest = rest[1:]
+	}
+	switch *podSide {
+	case "":
+	case "egress":
+		ifc.PodSide[rules.Egress] = true
+	case "ingress":
+		ifc.PodSide[rules.Ingress] = true
+	case "both":
+		ifc.PodSide = [2]bool{true, true}
+	default:
+		return ifc, nil, badInput("--pod-side %q: want egress, ingress or both", *podSide)
+	}
+	if (ifc.PodSide[0] || ifc.PodSide[1]) && ifc.Pod.NetnsPath == "" {
+		return ifc, nil, badInput("--pod-side: the pod end of %s was not found", ifc.Name)
+	}
+	return ifc, rest, nil
+}
+
+// resolvePodEnd finds the host veth paired with the pod's interface: its
+// peer, in this netns.
+func resolvePodEnd(nsPath, name string) (shaper.Interface, error) {
+	var peer int
+	err := podnet.Do(nsPath, func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if l.Type() != "veth" {
+			return fmt.Errorf("%s is a %s, not a veth", name, l.Type())
+		}
+		peer = l.Attrs().ParentIndex
+		return nil
+	})
+	if err != nil {
+		return shaper.Interface{}, badInput("pod interface %s in %s: %v", name, nsPath, err)
+	}
+	host, err := net.InterfaceByIndex(peer)
+	if err != nil {
+		return shaper.Interface{}, badInput("the host end of %s in %s (ifindex %d) is not in this network namespace: run kubeshaper where the host veth lives: %v", name, nsPath, peer, err)
+	}
+	ifc, err := resolve(host.Name)
+	if err != nil {
+		return ifc, err
+	}
+	if ifc.Pod.NetnsPath == "" || ifc.Pod.IfName != name || !podnet.SameNetns(ifc.Pod.NetnsPath, nsPath) {
+		return ifc, badInput("%s (ifindex %d here) is not the peer of %s in %s", host.Name, peer, name, nsPath)
+	}
+	ifc.Pod.NetnsPath = nsPath
+	return ifc, nil
 }
 
 // resolve finds the host veth in this netns and, from it, the pod end.

@@ -20,8 +20,9 @@ import (
 var mapOptions datapath.Options
 
 var usageFormat = `usage:
-  kubeshaper [--bpffs DIR] [--max-pods N] [--flow-entries N] iface apply <host-veth> KEY=VALUE...
-  kubeshaper [--bpffs DIR] iface clear <host-veth>
+  kubeshaper [--bpffs DIR] [--max-pods N] [--flow-entries N] iface apply [--pod-side egress|ingress|both] <host-veth> KEY=VALUE...
+  kubeshaper [--bpffs DIR] [--max-pods N] [--flow-entries N] iface apply --netns PATH --pod-iface NAME KEY=VALUE...
+  kubeshaper [--bpffs DIR] iface clear <host-veth> | --netns PATH --pod-iface NAME
   kubeshaper [--bpffs DIR] status [--json] [--window 1s]
   kubeshaper [--bpffs DIR] flows [--pod NAMESPACE/NAME] [--json]
 
@@ -30,9 +31,15 @@ directions named from the pod's point of view (egress = what the pod sends):
   kubeshaper iface apply veth1a2b bandwidth="100mbit egress" loss="uniform ingress 1%%"
 apply is declarative: the interface ends up with exactly the rules given
 (none given: counted only). Run it in the network namespace that holds the
-host veth (e.g. ip netns exec node kubeshaper ...).
+host veth (e.g. ip netns exec node kubeshaper ...). Where deliveries skip
+the host veth (an eBPF CNI's bpf_redirect_peer, a program ending the hook),
+--pod-side runs the rule on the pod's own interface instead; naming the pod
+end (--netns, --pod-iface) does so for both directions. Where another
+tool's program is on a hook, kubeshaper runs first as a pinned tcx link.
 status shows each pod's requested rule next to what it achieved over
---window (0: counters only); flows lists the per-flow records (5-tuple,
+--window (0: counters only), where it is attached, and whether it is
+enforced (false, with the reason, when another program ends the hook first
+or the traffic bypasses it); flows lists the per-flow records (5-tuple,
 packets, bytes, drops, TCP flags, first/last seen), --json as JSON lines.
 `
 

@@ -61,7 +61,10 @@ func TestBadInputExitsTwoAndChangesNothing(t *testing.T) {
 		{[]string{"iface", "apply", pod.HostVeth, `loss=uniform egress 1%`, `loss=uniform ingress 1%`}, "given twice"},
 		{[]string{"iface", "apply", "nosuchveth0", `loss=uniform egress 1%`}, `no interface "nosuchveth0"`},
 		{[]string{"iface", "apply", pod.HostVeth, `bandwidth=10mbit ingress mode=pace`}, "sch_fq"},
-		{[]string{"iface", "clear"}, "exactly one"},
+		{[]string{"iface", "clear"}, "needs a host interface name"},
+		{[]string{"iface", "clear", pod.HostVeth, "extra"}, "one interface"},
+		{[]string{"iface", "apply", "--netns", pod.Netns, pod.HostVeth, `loss=uniform egress 1%`}, "go together"},
+		{[]string{"iface", "apply", "--pod-side", "sideways", pod.HostVeth}, "want egress, ingress or both"},
 		{[]string{"frobnicate"}, "usage"},
 	}
 	for _, tc := range cases {

@@ -13,16 +13,23 @@ import (
 
 	"github.com/kubeshaper/kubeshaper/pkg/attach"
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 )
 
 // ifaceStatus is one interface in `status --json`.
 type ifaceStatus struct {
-	Pod        string            `json:"pod,omitempty"` // namespace/name, as the agent recorded it
-	Interface  string            `json:"interface"`     // "" when the ifindex no longer exists
-	Ifindex    int               `json:"ifindex"`
-	Filters    []string          `json:"filters"` // "ingress:kubeshaper_pod_egress id 42"
-	Directions []directionStatus `json:"directions"`
+	Pod       string   `json:"pod,omitempty"` // namespace/name, as the agent recorded it
+	Interface string   `json:"interface"`     // "" when the ifindex no longer exists
+	Ifindex   int      `json:"ifindex"`
+	Filters   []string `json:"filters"` // "ingress:kubeshaper_pod_egress id 42"
+	// Attachments names, per direction, the hook that enforces it and what
+	// of ours runs there: "host ingress: tcx link 12 (prog 40)".
+	Attachments []string          `json:"attachments"`
+	Directions  []directionStatus `json:"directions"`
+
+	ifc shaper.Interface
 }
 
 type directionStatus struct {
@@ -35,6 +42,10 @@ type directionStatus struct {
 	Drops     map[string]dropStatus `json:"drops"`
 	// Achieved is what passed over the --window the command sampled.
 	Achieved *achievedStatus `json:"achieved,omitempty"`
+	// Whether the rule is really in force (enforced, reason, attachment,
+	// foreign, bypassed): judged from where our program runs and, over
+	// --window, from the pod interface's counters against ours.
+	shaper.Enforcement
 
 	dir      rules.Direction
 	counters datapath.Counters
@@ -68,11 +79,21 @@ func status(args []string, out io.Writer) error {
 		return err
 	}
 	defer dp.Close()
+	sh := shaper.New(dp)
+	ifcs, err := interfaces(dp)
+	if err != nil {
+		return err
+	}
 	var before map[datapath.Key]datapath.Counters
 	var start time.Time
+	traffic := map[int]*shaper.Traffic{}
 	if *window > 0 {
 		if before, err = readAll(dp); err != nil {
 			return err
+		}
+		for idx, ifc := range ifcs {
+			t := sh.ReadTraffic(ifc)
+			traffic[idx] = &t
 		}
 		start = time.Now()
 		time.Sleep(*window)
@@ -80,6 +101,26 @@ func status(args []string, out io.Writer) error {
 	st, err := collect(dp)
 	if err != nil {
 		return err
+	}
+	for i := range st {
+		ifc, ok := ifcs[st[i].Ifindex]
+		if !ok || st[i].Interface == "" {
+			continue
+		}
+		pl := sh.Placements(ifc)
+		var after *shaper.Traffic
+		if prev := traffic[ifc.Index]; prev != nil {
+			t := sh.ReadTraffic(ifc)
+			after = &t
+		}
+		enf := shaper.Judge(pl, traffic[ifc.Index], after)
+		for _, p := range pl {
+			st[i].Attachments = append(st[i].Attachments, fmt.Sprintf("%s %s", p.Direction, p))
+		}
+		for j := range st[i].Directions {
+			d := &st[i].Directions[j]
+			d.Enforcement = enf[d.dir]
+		}
 	}
 	if before != nil {
 		span := time.Since(start)
@@ -135,6 +176,32 @@ func readAll(dp *datapath.Datapath) (map[datapath.Key]datapath.Counters, error) 
 	return out, nil
 }
 
+// interfaces finds, for every interface with kubeshaper state that still
+// exists, its pod end (where known).
+func interfaces(dp *datapath.Datapath) (map[int]shaper.Interface, error) {
+	keys, err := dp.Keys()
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]shaper.Interface{}
+	for _, k := range keys {
+		idx := int(k.Ifindex)
+		if _, done := out[idx]; done {
+			continue
+		}
+		ifi, err := net.InterfaceByIndex(idx)
+		if err != nil {
+			continue
+		}
+		ifc := shaper.Interface{Name: ifi.Name, Index: idx}
+		if pod, err := podnet.PodEnd(ifi.Name); err == nil {
+			ifc.Pod = pod
+		}
+		out[idx] = ifc
+	}
+	return out, nil
+}
+
 func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
 	keys, err := dp.Keys()
 	if err != nil {
@@ -145,7 +212,7 @@ func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
 		idx := int(k.Ifindex)
 		s := byIndex[idx]
 		if s == nil {
-			s = &ifaceStatus{Ifindex: idx, Filters: []string{}}
+			s = &ifaceStatus{Ifindex: idx, Filters: []string{}, Attachments: []string{}}
 			if ifi, err := net.InterfaceByIndex(idx); err == nil {
 				s.Interface = ifi.Name
 				fl, err := attach.ListFilters(idx)
@@ -199,7 +266,7 @@ func printTable(out io.Writer, st []ifaceStatus) {
 		return
 	}
 	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "POD\tINTERFACE\tDIRECTION\tRULE\tREQUESTED\tACHIEVED\tPACKETS\tBYTES\tDROPS")
+	fmt.Fprintln(tw, "POD\tINTERFACE\tDIRECTION\tRULE\tREQUESTED\tACHIEVED\tPACKETS\tBYTES\tDROPS\tATTACHED\tENFORCED")
 	for _, s := range st {
 		name := s.Interface
 		if name == "" {
@@ -223,7 +290,14 @@ func printTable(out io.Writer, st []ifaceStatus) {
 				pod = "-"
 			}
 			req, ach := requestedAchieved(d)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", pod, name, d.Direction, d.Rule, req, ach, d.Packets, d.Bytes, drops)
+			att, enf := d.Attachment, "yes"
+			if att == "" {
+				att = "-"
+			}
+			if !d.Enforced {
+				enf = "NO: " + d.Reason
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", pod, name, d.Direction, d.Rule, req, ach, d.Packets, d.Bytes, drops, att, enf)
 		}
 	}
 	tw.Flush()

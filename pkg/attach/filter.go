@@ -288,3 +288,55 @@ func deref(p *uint32) uint32 {
 	}
 	return *p
 }
+
+// AttachFilterFirst is AttachFilter made to run before every other filter
+// of priority FilterPriority: within one priority cls_bpf runs the most
+// recently added handle first, so when another tool's filter was added
+// there after ours (Cilium's legacy slot, pref 1 handle 1, re-added at each
+// endpoint regeneration), ours is deleted and added again. The other
+// filter stays. For kernels without tcx; with tcx kubeshaper moves to the
+// head of the tcx chain instead (AttachTCXFirst).
+func AttachFilterFirst(ifindex int, hook Hook, progFD int, name string) error {
+	chain, err := Chain(ifindex, hook)
+	if err != nil {
+		return err
+	}
+	for _, e := range chain {
+		if e.TCX {
+			continue
+		}
+		if e.Ours && e.Pref == FilterPriority {
+			return AttachFilter(ifindex, hook, progFD, name) // already first
+		}
+		break // another filter runs before ours (or ours is missing)
+	}
+	if err := detachSlotOnly(ifindex, hook); err != nil {
+		return err
+	}
+	return AttachFilter(ifindex, hook, progFD, name)
+}
+
+// detachSlotOnly deletes our filter of the first slot and leaves the
+// clsact (with the other tool's filter) as it is.
+func detachSlotOnly(ifindex int, hook Hook) error {
+	parent, err := hook.parent()
+	if err != nil {
+		return failHook("detach filter", ifindex, hook, err)
+	}
+	conn, err := dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	existing, err := dumpFilters(conn, ifindex, hook)
+	if err != nil {
+		return failHook("detach filter", ifindex, hook, err)
+	}
+	if !slices.ContainsFunc(existing, func(f tc.Object) bool { return inSlot(&f, FilterPriority) && hasOurName(&f) }) {
+		return nil
+	}
+	if err := conn.Filter().Delete(filterObject(ifindex, parent, FilterPriority)); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+		return failHook("detach filter", ifindex, hook, err)
+	}
+	return nil
+}

@@ -154,3 +154,6 @@ func rateQ32(bytesPerSec uint64) uint64 {
 
 // Tokens is the bucket's level in bytes (negative: in debt).
 func (c Config) Tokens() float64 { return float64(c.TokensQ32) / (1 << 32) }
+
+// AtPod reports whether the direction is handled by the pod-side program.
+func (c Config) AtPod() bool { return c.Flags&uint32(shaperKsFlagsKS_F_AT_POD) != 0 }

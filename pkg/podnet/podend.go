@@ -133,3 +133,13 @@ func netnsCandidates() []string {
 	}
 	return paths
 }
+
+// SameNetns reports whether two paths (a /var/run/netns name, a
+// /proc/PID/ns/net link) open the same network namespace.
+func SameNetns(a, b string) bool {
+	var sa, sb unix.Stat_t
+	if unix.Stat(a, &sa) != nil || unix.Stat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}

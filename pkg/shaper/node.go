@@ -83,23 +83,18 @@ func (n *Node) Exists(ifc Interface) bool {
 }
 
 // Intact reports whether the kernel still holds what Apply put on ifc:
-// both directions' entries in the maps and both filters on the veth
-// (someone may have run `tc filter del`).
+// both directions' entries in the maps and our programs on the hooks
+// (someone may have run `tc filter del`). Whether they run first is the
+// position holder's concern (Hold).
 func (n *Node) Intact(ifc Interface) bool {
 	for _, d := range rules.Directions {
 		if _, ok, err := n.dp.Lookup(datapath.KeyOf(ifc.Index, d)); err != nil || !ok {
 			return false
 		}
 	}
-	filters := 0
-	n.in(func() error {
-		fl, err := attach.ListFilters(ifc.Index)
-		if err == nil {
-			filters = len(fl)
-		}
-		return nil
-	})
-	return filters == len(attach.Hooks)
+	ok := false
+	n.in(func() error { ok = n.sh.Attached(ifc); return nil })
+	return ok
 }
 
 // Apply makes ifc carry pol, all or nothing (see Shaper.Apply).
@@ -177,6 +172,11 @@ func (n *Node) CollectLeftovers(claimed func(ifindex int) bool) (removed []int, 
 		return nil, fmt.Errorf("listing kubeshaper filters: %w", err)
 	}
 	for idx := range ours {
+		if !claimed(idx) {
+			unclaimed[idx] = true
+		}
+	}
+	for _, idx := range n.sh.tcxPinned() {
 		if !claimed(idx) {
 			unclaimed[idx] = true
 		}

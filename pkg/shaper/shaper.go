@@ -38,7 +38,17 @@ type Interface struct {
 	// Pod is the pod end; PodNetns is empty when it is unknown (the pod is
 	// gone), in which case only host-side state is touched.
 	Pod podnet.PodVeth
+	// PodSide asks for a direction to be handled on the pod's own
+	// interface (inside its netns) rather than on the host veth: where
+	// deliveries skip the host veth's hooks (bpf_redirect_peer, a foreign
+	// program that ends the hook). Pod egress with EDT always runs there.
+	PodSide [2]bool
 }
+
+// ErrPodSideMode is returned for a pod-side pod-ingress rule that needs a
+// qdisc on the host veth (mode=tbf, pace mode, delay): the deliveries that
+// skip the host veth's hooks skip its qdisc too.
+var ErrPodSideMode = errors.New("pod ingress handled at the pod (the host veth is bypassed) supports mode=drop only: mode=tbf, pace mode and delay need the host veth's qdisc, which the bypassing deliveries skip")
 
 // ErrNeedsFQ is returned for rules that need the fq qdisc (pace mode,
 // delay) on a kernel without sch_fq.
@@ -56,6 +66,10 @@ type Shaper struct {
 	// ProgramDir is the admin's directory of custom programs
 	// (kubeshaper.io/program); empty refuses them.
 	ProgramDir string
+	// YieldTo names tcx programs (kernel program names) that must stay
+	// in front of kubeshaper's: the admin's choice. kubeshaper then runs
+	// right after them, and cannot vouch for what they end.
+	YieldTo map[string]bool
 }
 
 // New returns a Shaper using dp, with per-flow records on.
@@ -79,6 +93,18 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 	// pod's packets leave by: its own eth0, under fq.
 	if cfgs[rules.Egress].NeedsFQ() {
 		cfgs[rules.Egress].SetAtPod()
+	}
+	for _, d := range rules.Directions {
+		if !ifc.PodSide[d] {
+			continue
+		}
+		if ifc.Pod.NetnsPath == "" {
+			return fmt.Errorf("%s %s: the rule is to run at the pod's own interface, but the pod end of %s was not found", ifc.Name, d, ifc.Name)
+		}
+		if d == rules.Ingress && (cfgs[d].NeedsFQ() || cfgs[d].UsesTBF()) {
+			return fmt.Errorf("%s %s: %w", ifc.Name, d, ErrPodSideMode)
+		}
+		cfgs[d].SetAtPod()
 	}
 	if err := s.preflight(ifc, cfgs); err != nil {
 		return err
@@ -143,6 +169,40 @@ func (s *Shaper) previous(ifindex int) (prev [2]*datapath.Config) {
 // EDT, its tc egress filter).
 func ownsQdisc(c *datapath.Config) bool { return c != nil && (c.UsesTBF() || c.NeedsFQ()) }
 
+// ownsPod reports whether a pod egress rule owns anything on the pod's
+// interface: a root qdisc, or the pod-side program.
+func ownsPod(c *datapath.Config) bool { return ownsQdisc(c) || (c != nil && c.AtPod()) }
+
+// podIngress puts the pod-side ingress program on the pod interface's tc
+// ingress when pod ingress is handled there, and takes it off when it no
+// longer is.
+func (s *Shaper) podIngress(ifc Interface, c datapath.Config, prev *datapath.Config) error {
+	if ifc.Pod.NetnsPath == "" || (!c.AtPod() && (prev == nil || !prev.AtPod())) {
+		return nil
+	}
+	site := s.podSite(ifc, rules.Ingress)
+	var prog *ebpf.Program
+	if c.AtPod() {
+		p, err := s.dp.PodSideProgram(ifc.Index, rules.Ingress)
+		if err != nil {
+			return err
+		}
+		defer p.Close() // the attachment holds its own reference
+		prog = p
+	}
+	err := podnet.Do(ifc.Pod.NetnsPath, func() error {
+		if prog == nil {
+			return s.unplace(site)
+		}
+		_, err := s.place(site, prog)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pod end of %s (%s in %s): %w", ifc.Name, ifc.Pod.IfName, ifc.Pod.NetnsPath, err)
+	}
+	return nil
+}
+
 func (s *Shaper) apply(ifc Interface, pols rules.Policy, cfgs [2]datapath.Config, prev [2]*datapath.Config) error {
 	// Maps first, then filters: a filter never runs without its config;
 	// a target's peers before the rule that uses them.
@@ -157,10 +217,12 @@ func (s *Shaper) apply(ifc Interface, pols rules.Policy, cfgs [2]datapath.Config
 			return fmt.Errorf("%s: %w", ifc.Name, err)
 		}
 	}
-	if err := attach.AttachFilter(ifc.Index, attach.HookIngress, s.dp.Program(rules.Egress).FD(), FilterEgress); err != nil {
-		return err
+	for _, d := range rules.Directions {
+		if _, err := s.place(s.hostSite(ifc, d), s.dp.Program(d)); err != nil {
+			return err
+		}
 	}
-	if err := attach.AttachFilter(ifc.Index, attach.HookEgress, s.dp.Program(rules.Ingress).FD(), FilterIngress); err != nil {
+	if err := s.podIngress(ifc, cfgs[rules.Ingress], prev[rules.Ingress]); err != nil {
 		return err
 	}
 	if ownsQdisc(prev[rules.Ingress]) || ownsQdisc(&cfgs[rules.Ingress]) {
@@ -168,7 +230,7 @@ func (s *Shaper) apply(ifc Interface, pols rules.Policy, cfgs [2]datapath.Config
 			return err
 		}
 	}
-	if ownsQdisc(prev[rules.Egress]) || ownsQdisc(&cfgs[rules.Egress]) {
+	if ownsPod(prev[rules.Egress]) || ownsPod(&cfgs[rules.Egress]) {
 		if err := s.podQdisc(ifc, cfgs[rules.Egress]); err != nil {
 			return err
 		}
@@ -216,7 +278,7 @@ func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
 		return nil
 	}
 	var prog *ebpf.Program
-	if c.NeedsFQ() {
+	if c.AtPod() {
 		p, err := s.dp.PodSideProgram(ifc.Index, rules.Egress)
 		if err != nil {
 			return err
@@ -224,21 +286,20 @@ func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
 		defer p.Close() // the filter holds its own reference
 		prog = p
 	}
+	site := s.podSite(ifc, rules.Egress)
 	err := podnet.Do(ifc.Pod.NetnsPath, func() error {
+		if prog != nil {
+			if _, err := s.place(site, prog); err != nil {
+				return err
+			}
+		} else if err := s.unplace(site); err != nil {
+			return err
+		}
 		switch {
 		case c.UsesTBF():
-			if err := attach.DetachFilter(ifc.Pod.IfIndex, attach.HookEgress); err != nil {
-				return err
-			}
 			return attach.EnsureRootTBF(ifc.Pod.IfIndex, c.Rate, c.Burst, TBFLatency)
-		case prog != nil:
-			if err := attach.EnsureRootFQ(ifc.Pod.IfIndex, true, time.Duration(c.HorizonNs)); err != nil {
-				return err
-			}
-			return attach.AttachFilter(ifc.Pod.IfIndex, attach.HookEgress, prog.FD(), FilterPodEDT)
-		}
-		if err := attach.DetachFilter(ifc.Pod.IfIndex, attach.HookEgress); err != nil {
-			return err
+		case c.NeedsFQ():
+			return attach.EnsureRootFQ(ifc.Pod.IfIndex, true, time.Duration(c.HorizonNs))
 		}
 		return attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex)
 	})
@@ -350,12 +411,12 @@ func (s *Shaper) ProgramsIntact(ifc Interface, want [2]string) bool {
 // reports all failures.
 func (s *Shaper) Clear(ifc Interface) error {
 	var errs []error
-	for _, h := range attach.Hooks {
+	for _, d := range rules.Directions {
 		// Custom programs first: the clsact goes with the last filter.
-		if err := attach.DetachProgramFilter(ifc.Index, h); err != nil && !isGone(err) {
+		if err := attach.DetachProgramFilter(ifc.Index, hookOf(d)); err != nil && !isGone(err) {
 			errs = append(errs, err)
 		}
-		if err := attach.DetachFilter(ifc.Index, h); err != nil && !isGone(err) {
+		if err := s.unplace(s.hostSite(ifc, d)); err != nil && !isGone(err) {
 			errs = append(errs, err)
 		}
 	}
@@ -373,12 +434,21 @@ func (s *Shaper) Clear(ifc Interface) error {
 			errs = append(errs, err)
 		}
 	}
-	if ifc.Pod.NetnsPath != "" && (!known || ownsQdisc(prev[rules.Egress])) {
+	podOwned := !known || ownsPod(prev[rules.Egress]) || prev[rules.Ingress].AtPod()
+	if ifc.Pod.NetnsPath != "" && podOwned {
 		err := podnet.Do(ifc.Pod.NetnsPath, func() error {
-			return errors.Join(attach.DetachFilter(ifc.Pod.IfIndex, attach.HookEgress), attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex))
+			return errors.Join(s.unplace(s.podSite(ifc, rules.Egress)), s.unplace(s.podSite(ifc, rules.Ingress)),
+				attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex))
 		})
 		if err != nil && !isGone(err) {
 			errs = append(errs, fmt.Errorf("pod end of %s: %w", ifc.Name, err))
+		}
+	}
+	// Pod-side tcx links of a pod whose netns is gone went with it; their
+	// pins are released here.
+	for _, d := range rules.Directions {
+		if err := attach.DetachTCX(s.podSite(ifc, d).pin); err != nil && !isGone(err) {
+			errs = append(errs, err)
 		}
 	}
 	// Entries last: until the filters are gone they keep the pod counted.
@@ -393,7 +463,7 @@ func (s *Shaper) Clear(ifc Interface) error {
 // ForgetIndex removes the map entries of an interface that no longer
 // exists (its filters went with it).
 func (s *Shaper) ForgetIndex(ifindex int) error {
-	var errs []error
+	errs := []error{s.forgetTCX(ifindex)}
 	for _, d := range rules.Directions {
 		errs = append(errs, s.dp.Delete(datapath.KeyOf(ifindex, d)))
 	}
