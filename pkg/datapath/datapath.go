@@ -131,6 +131,11 @@ func removePins(pinDir string) error {
 			return err
 		}
 	}
+	// The directory of tcx link pins (pkg/shaper), empty once every
+	// interface is cleared.
+	if err := os.Remove(pinDir + "/tcx"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("tcx links still pinned: %w", err)
+	}
 	return nil
 }
 

@@ -228,3 +228,77 @@ func (n *Node) ForgetRuleSets(live []string) error {
 // RemovePins removes the pinned maps themselves (the last step of a
 // cleanup, once no interface uses them).
 func (n *Node) RemovePins() error { return datapath.RemovePins(n.dp.PinDir()) }
+
+// Holding the position and telling the truth (see place.go, verify.go),
+// in the node netns.
+
+// SetYieldTo names the tcx programs kubeshaper lets run first (the agent's
+// --tcx-yield-to).
+func (n *Node) SetYieldTo(names []string) {
+	n.sh.YieldTo = map[string]bool{}
+	for _, s := range names {
+		n.sh.YieldTo[s] = true
+	}
+}
+
+// WatchTC subscribes to tc and link notifications of the node netns and
+// sends the ifindexes they concern (0: recheck everything) until stop
+// closes.
+func (n *Node) WatchTC(stop <-chan struct{}) (<-chan int, error) {
+	var w *attach.TCWatch
+	if err := n.in(func() (err error) { w, err = attach.WatchTC(); return err }); err != nil {
+		return nil, err
+	}
+	out := make(chan int, 256)
+	go func() {
+		<-stop
+		w.Close()
+	}()
+	go func() {
+		defer close(out)
+		for {
+			idx, err := w.Next()
+			if err != nil {
+				return
+			}
+			for _, i := range idx {
+				select {
+				case out <- i:
+				default: // full: the poll catches up
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// TCXRevisions reads the tcx chain revisions of ifc's host veth hooks.
+func (n *Node) TCXRevisions(ifc Interface) (r [2]uint64) {
+	n.in(func() error { r = n.sh.TCXRevisions(ifc); return nil })
+	return r
+}
+
+// Hold puts our programs back in front on ifc (Shaper.Hold).
+func (n *Node) Hold(ifc Interface) (retaken []Placement, err error) {
+	err = n.in(func() (err error) { retaken, err = n.sh.Hold(ifc); return err })
+	return retaken, err
+}
+
+// Placements reads where ifc's directions run (Shaper.Placements).
+func (n *Node) Placements(ifc Interface) (p [2]Placement) {
+	n.in(func() error { p = n.sh.Placements(ifc); return nil })
+	return p
+}
+
+// ReadTraffic reads ifc's counters and its pod interface's.
+func (n *Node) ReadTraffic(ifc Interface) (t Traffic) {
+	n.in(func() error { t = n.sh.ReadTraffic(ifc); return nil })
+	return t
+}
+
+// OtherBandwidthEnforcer names another enforcer of the standard
+// kubernetes.io/{in,e}gress-bandwidth annotations acting on ifc, or "".
+func (n *Node) OtherBandwidthEnforcer(ifc Interface) (who string) {
+	n.in(func() error { who = otherBandwidthEnforcer(ifc); return nil })
+	return who
+}
