@@ -111,6 +111,7 @@ func TestRealNode(t *testing.T) {
 		{"LossEgress", func(t *testing.T) { w.lossEgress(t, pods) }},
 		{"ServiceAnnotationAndPodOverride", func(t *testing.T) { w.serviceAndOverride(t, pods) }},
 		{"InvalidAnnotationEvent", func(t *testing.T) { w.invalidAnnotation(t, pods) }},
+		{"PluginStatusAcrossNamespaces", w.pluginStatus},
 		{"AgentRestartAdopts", func(t *testing.T) { w.agentRestart(t, pods) }},
 		{"DeletedPodsLeaveNothing", func(t *testing.T) { w.deletePods(t, pods) }},
 		{"ChurnLeavesNothing", w.churn},
@@ -887,15 +888,39 @@ func (w *world) uninstallReinstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.waitRule(t, p.veth.Name, "egress", rateIs(30e6)) // adopted by the rolled agent
-	if _, err := w.c.Kubectl(ctx, "delete", "-k", filepath.Join(w.c.Repo, "manifests"), "--wait=true", "--timeout", "120s"); err != nil {
-		t.Fatal(err)
-	}
-	err := realnode.Poll(ctx, 60*time.Second, func() (bool, error) {
-		_, err := w.c.Client.CoreV1().Namespaces().Get(ctx, realnode.AgentNamespace, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
-	})
-	if err != nil {
-		t.Fatalf("namespace %s not gone: %v", realnode.AgentNamespace, err)
+	deployDir := filepath.Join(filepath.Dir(w.c.Kubeconfig), "deploy")
+	mode, _ := os.ReadFile(filepath.Join(deployDir, "install-mode"))
+	how := "delete -k manifests"
+	if strings.TrimSpace(string(mode)) == "helm" {
+		// Installed with the chart (E2E_INSTALL=helm): helm uninstall; the
+		// release's namespace stays (helm does not own it).
+		how = "helm uninstall"
+		helm, err := exec.CommandContext(ctx, filepath.Join(w.c.Repo, "tools", "helmbin", "build.sh")).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.CommandContext(ctx, strings.TrimSpace(string(helm)), "uninstall", "kubeshaper", "--kubeconfig", w.c.Kubeconfig,
+			"--namespace", realnode.AgentNamespace, "--wait", "--timeout", "120s").CombinedOutput(); err != nil {
+			t.Fatalf("helm uninstall: %v\n%s", err, out)
+		}
+		err = realnode.Poll(ctx, 60*time.Second, func() (bool, error) {
+			l, err := w.c.Client.CoreV1().Pods(realnode.AgentNamespace).List(ctx, metav1.ListOptions{LabelSelector: realnode.AgentLabel})
+			return err == nil && len(l.Items) == 0, nil
+		})
+		if err != nil {
+			t.Fatalf("agent pods not gone after helm uninstall: %v", err)
+		}
+	} else {
+		if _, err := w.c.Kubectl(ctx, "delete", "-k", filepath.Join(w.c.Repo, "manifests"), "--wait=true", "--timeout", "120s"); err != nil {
+			t.Fatal(err)
+		}
+		err := realnode.Poll(ctx, 60*time.Second, func() (bool, error) {
+			_, err := w.c.Client.CoreV1().Namespaces().Get(ctx, realnode.AgentNamespace, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			t.Fatalf("namespace %s not gone: %v", realnode.AgentNamespace, err)
+		}
 	}
 	for _, hook := range []string{"ingress", "egress"} {
 		if out, _ := realnode.TCFilters(ctx, p.veth.Name, hook); strings.Contains(out, "kubeshaper") {
@@ -910,11 +935,12 @@ func (w *world) uninstallReinstall(t *testing.T) {
 			t.Errorf("after uninstall, /sys/fs/bpf/kubeshaper/%s is still pinned", pin)
 		}
 	}
-	w.figure("uninstall (cleanup-on-exit=true, delete -k manifests): no filter, clsact or pin left on %s", p.veth.Name)
+	w.figure("uninstall (cleanup-on-exit=true, %s): no filter, clsact or pin left on %s", how, p.veth.Name)
 
-	overlay := filepath.Join(filepath.Dir(w.c.Kubeconfig), "deploy")
-	if _, err := w.c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
-		t.Fatal(err)
+	// Reinstall exactly as tools/cluster/deploy.sh did (kubectl apply -k
+	// its overlay, or helm upgrade --install).
+	if out, err := exec.CommandContext(ctx, filepath.Join(deployDir, "install.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("reinstalling (%s): %v\n%s", filepath.Join(deployDir, "install.sh"), err, out)
 	}
 	if _, err := w.c.Kubectl(ctx, "-n", realnode.AgentNamespace, "rollout", "status", "daemonset/"+realnode.AgentDaemonSet, "--timeout", "120s"); err != nil {
 		t.Fatal(err)
