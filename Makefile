@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-agent bench-monitoring readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -134,6 +134,15 @@ bench-kernels:
 	  $(GO) run ./tools/readmefigs && exit $$rc
 
 readme-figures:
+	$(GO) run ./tools/readmefigs
+
+# The plugin's figures for the README: lint on its test directory, and the
+# real-node e2e installed with Helm writing `kubectl kubeshaper status -A`
+# beside the agent's own status (docs/bench/plugin-status.md).
+plugin-figures: build
+	{ echo '$$ kubectl kubeshaper lint -f cmd/kubectl-kubeshaper/testdata/lint'; \
+	  $(BIN)/kubectl-kubeshaper lint -f cmd/kubectl-kubeshaper/testdata/lint 2>&1; echo "exit status $$?"; } > docs/bench/lint.txt
+	KUBESHAPER_FIGURES=1 E2E_INSTALL=helm flock /tmp/ks-cluster.lock tools/cluster/e2e.sh
 	$(GO) run ./tools/readmefigs
 
 clean:

@@ -32,6 +32,8 @@ func main() {
 		"BENCH-RELIABILITY": reliabilityTable,
 		"BENCH-KERNELS":     kernelsTable,
 		"BENCH-CNI":         cniTable,
+		"BENCH-PLUGIN":      pluginStatus,
+		"BENCH-LINT":        lintRun,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
