@@ -156,7 +156,10 @@ func printInEffect(ctx context.Context, out io.Writer, cs kubernetes.Interface, 
 		}
 		for _, d := range p.Directions {
 			req, ach := requestedAchieved(d)
-			fmt.Fprintf(out, "  %s: %s; requested %s, achieved %s; drops %s\n", d.Direction, d.Rule, req, ach, drops(d.Drops))
+			fmt.Fprintf(out, "  %s: %s; requested %s, achieved %s; drops %s; enforced %s\n", d.Direction, d.Rule, req, ach, drops(d.Drops), enforcedString(p, d))
+			if d.Attachment != "" {
+				fmt.Fprintf(out, "    attached: %s\n", d.Attachment)
+			}
 		}
 		return
 	}

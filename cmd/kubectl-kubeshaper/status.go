@@ -133,19 +133,9 @@ func printStatus(out io.Writer, rep report, wide bool) {
 	}
 	fmt.Fprintln(tw, head)
 	for _, p := range rep.Pods {
-		enforced := "-"
-		if p.Enforced != nil {
-			enforced = "yes"
-			if !*p.Enforced {
-				enforced = "NO"
-				if p.Reason != "" {
-					enforced += ": " + p.Reason
-				}
-			}
-		}
 		for _, d := range p.Directions {
 			req, ach := requestedAchieved(d)
-			row := []string{p.Node, p.Namespace, p.Name, d.Direction, d.Rule, from(d.From), dash(d.Mode), req, ach, drops(d.Drops), enforced}
+			row := []string{p.Node, p.Namespace, p.Name, d.Direction, d.Rule, from(d.From), dash(d.Mode), req, ach, drops(d.Drops), enforcedString(p.Pod, d)}
 			if wide {
 				row = append(row, p.HostVeth, fmt.Sprint(d.Packets), fmt.Sprint(d.Bytes), fmt.Sprint(len(p.Invalid)))
 			}
@@ -175,6 +165,24 @@ func printStatus(out io.Writer, rep report, wide bool) {
 			fmt.Fprintf(out, "  %s: %s\n", a.Node, a.Err)
 		}
 	}
+}
+
+// enforcedString is the direction's judgement (the pod's when the agent
+// gives none per direction): "yes", "NO: reason", "-" unknown.
+func enforcedString(p nodestatus.Pod, d nodestatus.Direction) string {
+	e, reason := d.Enforced, d.Reason
+	if e == nil {
+		e, reason = p.Enforced, p.Reason
+	}
+	switch {
+	case e == nil:
+		return "-"
+	case *e:
+		return "yes"
+	case reason != "":
+		return "NO: " + reason
+	}
+	return "NO"
 }
 
 func dash(s string) string {

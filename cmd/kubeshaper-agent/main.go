@@ -189,7 +189,8 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	defer bc.Shutdown()
 	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
 
-	rec := reconcile.New(w, shaper.NewNode(dp, o.nodeNetns, o.impair.programDir), recorder, log, reconcile.Options{})
+	node := shaper.NewNode(dp, o.nodeNetns, o.impair.programDir)
+	rec := reconcile.New(w, node, recorder, log, reconcile.Options{})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -199,7 +200,7 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	st := &statusServer{node: o.nodeName, rec: rec, dp: dp, col: mon.collector}
+	st := &statusServer{node: o.nodeName, rec: rec, dp: dp, col: mon.collector, kernel: node, last: map[string]reading{}}
 	srv := startHTTP(o, log, w, rec, api, st, mon.collectors()...)
 	defer srv.shutdown()
 

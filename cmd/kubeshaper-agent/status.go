@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
@@ -12,6 +14,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/nodestatus"
 	"github.com/kubeshaper/kubeshaper/pkg/reconcile"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 )
 
 // statusServer answers /status (pkg/nodestatus): what `kubectl kubeshaper
@@ -22,6 +25,19 @@ type statusServer struct {
 	rec  *reconcile.Reconciler
 	dp   *datapath.Datapath
 	col  *metrics.Collector // nil without /metrics: no achieved figures
+	// kernel judges enforcement (where our programs run, the pod
+	// interface's counters); nil: not judged.
+	kernel *shaper.Node
+
+	mu sync.Mutex
+	// last is each pod's traffic reading kept for the next request's
+	// judgement (by UID and ifindex: a new sandbox starts over).
+	last map[string]reading
+}
+
+type reading struct {
+	at time.Time
+	t  shaper.Traffic
 }
 
 func (s *statusServer) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
@@ -34,7 +50,9 @@ func (s *statusServer) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if s.col != nil {
 		st.WindowSeconds = s.col.Window().Seconds()
 	}
-	for _, v := range s.rec.Snapshot() {
+	views := s.rec.Snapshot()
+	s.forget(views)
+	for _, v := range views {
 		if ns != "" && !strings.HasPrefix(v.Key, ns+"/") {
 			continue
 		}
@@ -66,13 +84,62 @@ func (s *statusServer) pod(v reconcile.PodView) nodestatus.Pod {
 		}
 		p.Invalid = invalid(want)
 	}
+	enf, judged := s.enforcement(v)
 	for _, d := range rules.Directions {
 		if ds, ok := s.direction(v, d); ok {
 			ds.From = from[d]
+			if judged {
+				e := enf[d]
+				ds.Enforced, ds.Reason, ds.Attachment, ds.Bypassed = &e.Enforced, e.Reason, e.Attachment, e.Bypassed
+				if p.Enforced == nil || !e.Enforced {
+					p.Enforced = &e.Enforced
+					if !e.Enforced {
+						p.Reason = d.String() + ": " + e.Reason
+					}
+				}
+			}
 			p.Directions = append(p.Directions, ds)
 		}
 	}
 	return p
+}
+
+// enforcement judges both directions of a pod as the node CLI does: from
+// where kubeshaper's programs are and, when this agent read the pod's
+// counters at least a second ago (a previous /status), from the traffic
+// in between.
+func (s *statusServer) enforcement(v reconcile.PodView) ([2]shaper.Enforcement, bool) {
+	if s.kernel == nil || v.Iface.Index == 0 {
+		return [2]shaper.Enforcement{}, false
+	}
+	pl := s.kernel.Placements(v.Iface)
+	now := reading{at: time.Now(), t: s.kernel.ReadTraffic(v.Iface)}
+	id := fmt.Sprintf("%s/%d", v.UID, v.Iface.Index)
+	s.mu.Lock()
+	prev, ok := s.last[id]
+	if !ok || now.at.Sub(prev.at) >= time.Second {
+		s.last[id] = now
+	}
+	s.mu.Unlock()
+	if ok && now.at.Sub(prev.at) >= time.Second {
+		return shaper.Judge(pl, &prev.t, &now.t), true
+	}
+	return shaper.Judge(pl, nil, nil), true
+}
+
+// forget drops the readings of pods no longer applied.
+func (s *statusServer) forget(live []reconcile.PodView) {
+	keep := map[string]bool{}
+	for _, v := range live {
+		keep[fmt.Sprintf("%s/%d", v.UID, v.Iface.Index)] = true
+	}
+	s.mu.Lock()
+	for id := range s.last {
+		if !keep[id] {
+			delete(s.last, id)
+		}
+	}
+	s.mu.Unlock()
 }
 
 func invalid(want reconcile.Desired) []nodestatus.Invalid {

@@ -40,8 +40,8 @@ type Pod struct {
 	Invalid []Invalid `json:"invalid,omitempty"`
 	// Directions: egress (what the pod sends), ingress.
 	Directions []Direction `json:"directions"`
-	// Enforced is false when a rule asked for is not in force (issue 11:
-	// the CNI bypasses the veth hook); Reason says why. Absent: unknown.
+	// Enforced is false when a direction's rule is not in force (see
+	// Direction.Enforced); absent: unknown.
 	Enforced *bool  `json:"enforced,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 }
@@ -84,6 +84,15 @@ type Direction struct {
 	Bytes     uint64            `json:"bytes"`
 	Drops     map[string]Drop   `json:"drops"`
 	Achieved  *Achieved         `json:"achieved,omitempty"`
+	// Enforced: whether the rule is really in force (shaper.Judge: where
+	// kubeshaper's program runs on the hook and, against the agent's
+	// previous /status reading at least a second old, whether the pod's
+	// interface passed traffic our hook did not see); Reason why not, or
+	// what runs ahead of ours. Field names as `kubeshaper status --json`.
+	Enforced   *bool  `json:"enforced,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Attachment string `json:"attachment,omitempty"`
+	Bypassed   bool   `json:"bypassed,omitempty"`
 }
 
 // Drop counts one reason's drops.

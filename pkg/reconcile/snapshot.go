@@ -7,6 +7,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 )
 
 // PodView is one pod the agent applies state to, for metrics and export.
@@ -16,6 +17,9 @@ type PodView struct {
 	Ifindex  int    // host veth, in the node netns
 	HostVeth string // its name
 	Policy   rules.Policy
+	// Iface is the pod's interface as applied (host veth and pod side),
+	// for the agent's /status to judge enforcement through shaper.Node.
+	Iface shaper.Interface
 }
 
 // Snapshot lists the pods the agent currently applies state to, by key.
@@ -23,7 +27,7 @@ func (r *Reconciler) Snapshot() []PodView {
 	r.mu.Lock()
 	out := make([]PodView, 0, len(r.applied))
 	for k, st := range r.applied {
-		out = append(out, PodView{Key: k, UID: st.uid, Ifindex: st.ifc.Index, HostVeth: st.ifc.Name, Policy: st.policy.Clone()})
+		out = append(out, PodView{Key: k, UID: st.uid, Ifindex: st.ifc.Index, HostVeth: st.ifc.Name, Policy: st.policy.Clone(), Iface: st.ifc})
 	}
 	r.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })

@@ -146,6 +146,9 @@ func TestStatusAcrossAgents(t *testing.T) {
 		}
 		for i, d := range rules.Directions {
 			cfg, _ := w.Rule(c.pod, d)
+			if got := p.Directions[i]; got.Enforced == nil || !*got.Enforced || got.Attachment == "" {
+				t.Errorf("%s %s: enforced %v (%s), attachment %q; want judged in force", c.key, d, got.Enforced, got.Reason, got.Attachment)
+			}
 			if got := p.Directions[i]; got.Rule != cfg.String() || got.RateBits != cfg.RateBits() || fmt.Sprint(got.From) != fmt.Sprint(c.from[i]) {
 				t.Errorf("%s %s: rule %q rate %d from %v; datapath has %q rate %d; want from %v", c.key, d, got.Rule, got.RateBits, got.From, cfg.String(), cfg.RateBits(), c.from[i])
 			}
