@@ -123,12 +123,13 @@ func TestAdmissionPolicy(t *testing.T) {
 	}
 }
 
-// grammarExamples are (key, value) pairs: pkg/rules' FuzzParseValue
-// corpus (the fuzzer's key byte indexes AnnotationKeys plus one unknown
-// key) and the examples of the grammar's documentation.
+// grammarExamples are (key, value) pairs: every value of pkg/rules'
+// FuzzParseValue corpus under every key pkg/rules reads (the corpus' key
+// byte indexes a list whose order may change), and the examples of the
+// grammar's documentation.
 func grammarExamples(t *testing.T) [][2]string {
 	t.Helper()
-	keys := append(rules.AnnotationKeys(), "kubeshaper.io/unknown")
+	keys := rules.AnnotationKeys()
 	dir := filepath.Join(repo, "pkg", "rules", "testdata", "fuzz", "FuzzParseValue")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -144,24 +145,13 @@ func grammarExamples(t *testing.T) [][2]string {
 		if len(lines) != 3 {
 			continue
 		}
-		var idx int
-		switch {
-		case strings.HasPrefix(lines[1], "uint8("):
-			idx, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(lines[1], "uint8("), ")"))
-		case strings.HasPrefix(lines[1], "byte("):
-			r, _, _, err := strconv.UnquoteChar(strings.TrimSuffix(strings.TrimPrefix(lines[1], "byte('"), "')"), '\'')
-			if err != nil {
-				continue
-			}
-			idx = int(r)
-		default:
-			continue
-		}
 		v, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[2], "string("), ")"))
 		if err != nil || !utf8.ValidString(v) {
 			continue
 		}
-		out = append(out, [2]string{keys[idx%len(keys)], v})
+		for _, k := range keys {
+			out = append(out, [2]string{k, v})
+		}
 	}
 	for _, kv := range [][2]string{
 		{"kubeshaper.io/bandwidth", "10mbps egress; 1gbit ingress burst=64kb; 5 mbps both mode=pace"},
