@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"strings"
@@ -25,13 +23,7 @@ type cli struct {
 func newCLI(t *testing.T) (*cli, *netlab.Pod) {
 	lab := netlab.New(t, "cl")
 	pod := lab.AddPod("a")
-	b := make([]byte, 4)
-	rand.Read(b)
-	base := datapath.DefaultBPFFS + "/kstest-" + hex.EncodeToString(b)
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
+	base := netlab.PinDir(t, "kscl")
 	// The pins go to <base>/kubeshaper/netns-<inode>: a bpffs subdirectory
 	// stands in for the mount.
 	t.Setenv(datapath.PinDirEnv, base)

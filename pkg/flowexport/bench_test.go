@@ -1,9 +1,7 @@
 package flowexport
 
 import (
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"io"
 	"net"
 	"os"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
 // BenchmarkExportPass is one export pass (read, expire nothing, compare)
@@ -25,18 +24,11 @@ func BenchmarkExportPass(b *testing.B) {
 	if os.Getuid() != 0 {
 		b.Skip("needs root")
 	}
-	rb := make([]byte, 4)
-	rand.Read(rb)
-	dir := datapath.DefaultBPFFS + "/kstest-" + hex.EncodeToString(rb)
-	dp, err := datapath.Open(dir)
+	dp, err := datapath.Open(netlab.PinDir(b, "ksfe"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		dp.Close()
-		datapath.RemovePins(dir)
-		os.RemoveAll(dir)
-	})
+	b.Cleanup(func() { dp.Close() })
 	cfg, err := datapath.ConfigFor(rules.DirectionPolicy{})
 	if err != nil {
 		b.Fatal(err)

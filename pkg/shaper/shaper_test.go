@@ -1,10 +1,7 @@
 package shaper
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -27,18 +24,11 @@ func setup(t *testing.T) *fixture {
 	t.Helper()
 	lab := netlab.New(t, "sh")
 	f := &fixture{lab: lab, a: lab.AddPod("a"), b: lab.AddPod("b")}
-	b := make([]byte, 4)
-	rand.Read(b)
-	dir := datapath.DefaultBPFFS + "/kstest-" + hex.EncodeToString(b)
-	dp, err := datapath.Open(dir)
+	dp, err := datapath.Open(netlab.PinDir(t, "kssh"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		dp.Close()
-		datapath.RemovePins(dir)
-		os.Remove(dir)
-	})
+	t.Cleanup(func() { dp.Close() })
 	f.dp, f.sh = dp, New(dp)
 	return f
 }

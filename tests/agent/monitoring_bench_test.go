@@ -3,8 +3,6 @@ package agent
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -466,16 +464,7 @@ func datapathCounters(t *testing.T, w *agentenv.World, p *netlab.Pod) (datapath.
 	return dp.Counters(datapath.KeyOf(w.Ifindex(p), rules.Egress))
 }
 
-func privatePins(t *testing.T) string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	dir := datapath.DefaultBPFFS + "/kstest-" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		datapath.RemovePins(dir)
-		os.RemoveAll(dir)
-	})
-	return dir
-}
+func privatePins(t *testing.T) string { return netlab.PinDir(t, "ksag") }
 
 func hostIfc(t *testing.T, node string, p *netlab.Pod) shaper.Interface {
 	var ifc shaper.Interface

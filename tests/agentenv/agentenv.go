@@ -15,8 +15,6 @@ package agentenv
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -110,10 +108,7 @@ func New(t testing.TB, tag string) *World {
 	w := &World{T: t, Env: kubeenv.Start(t), NS: "shaped", fast: map[string]*netlab.Pod{}}
 	w.Lab = netlab.New(t, tag)
 	w.CS = w.Env.Clientset()
-	b := make([]byte, 4)
-	rand.Read(b)
-	w.PinDir = datapath.DefaultBPFFS + "/kstest-" + hex.EncodeToString(b)
-	t.Cleanup(func() { os.RemoveAll(w.PinDir) })
+	w.PinDir = netlab.PinDir(t, "ksag")
 	t.Cleanup(w.removeFastPods) // before netlab removes the node
 	ctx := context.Background()
 	if _, err := w.Env.CreateNode(ctx, NodeName); err != nil {

@@ -41,14 +41,14 @@ var shortDelayCases = []rules.Delay{delayCases[0], delayCases[2]}
 
 func TestDelayRTT(t *testing.T) {
 	f := setup(t)
-	ifc := f.iface(t, f.a)
-	server := echoServer(t, f.a) // probes b → a, answers a → b
+	ifc := f.Iface(t, f.A)
+	server := echoServer(t, f.A) // probes b → a, answers a → b
 
 	// baseRTT measures the round trip without a rule.
 	baseRTT := func(t *testing.T) stats {
 		t.Helper()
 		f.apply(t, ifc, rules.Policy{})
-		rtts, lost := probeRTTs(t, f.b, server, probes/3, probeInterval, time.Second)
+		rtts, lost := probeRTTs(t, f.B, server, probes/3, probeInterval, time.Second)
 		base, err := summarize(rtts)
 		if err != nil || lost > 0 {
 			t.Fatalf("base RTT: %d answers, %d lost (%v)", len(rtts), lost, err)
@@ -76,7 +76,7 @@ func TestDelayRTT(t *testing.T) {
 				retry(t, func(try int) (string, string) {
 					base := baseRTT(t)
 					f.apply(t, ifc, pol)
-					rtts, lost := probeRTTs(t, f.b, server, probes, probeInterval, c.Delay+c.Jitter+time.Second)
+					rtts, lost := probeRTTs(t, f.B, server, probes, probeInterval, c.Delay+c.Jitter+time.Second)
 					s, err := summarize(rtts)
 					if err != nil {
 						t.Fatal(err)

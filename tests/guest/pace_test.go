@@ -51,7 +51,7 @@ var shortPaceRates = []uint64{100e6}
 
 func TestPaceWireRate(t *testing.T) {
 	f := setup(t)
-	ifc := f.iface(t, f.a)
+	ifc := f.Iface(t, f.A)
 	for _, fl := range f.flows() {
 		t.Run(fl.dir.String(), func(t *testing.T) {
 			rx := rxCounter(t, fl.to)

@@ -1,29 +1,21 @@
 package guest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"net"
 	"os"
 	"strings"
 	"testing"
 
-	"github.com/kubeshaper/kubeshaper/pkg/datapath"
-	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 	"github.com/kubeshaper/kubeshaper/tests/kfeature"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
+	"github.com/kubeshaper/kubeshaper/tests/shaperlab"
 )
 
-// fixture is a node with two pods, a (the shaped one) and b (its peer),
-// and one loaded datapath pinned in a private directory.
-type fixture struct {
-	lab  *netlab.Lab
-	sh   *shaper.Shaper
-	a, b *netlab.Pod
-}
+// fixture is shaperlab's node with two pods, a (the shaped one) and b
+// (its peer), and a datapath pinned in a private directory.
+type fixture struct{ *shaperlab.Fixture }
 
 // needFQ skips where the kernel is built without sch_fq and fails where it
 // is built with it but fq still cannot be created.
@@ -38,44 +30,7 @@ func needFQ(t *testing.T) {
 func setup(t *testing.T) *fixture {
 	t.Helper()
 	needFQ(t)
-	lab := netlab.New(t, "gu")
-	f := &fixture{lab: lab, a: lab.AddPod("a"), b: lab.AddPod("b")}
-	b := make([]byte, 4)
-	rand.Read(b)
-	dir := datapath.DefaultBPFFS + "/ksguest-" + hex.EncodeToString(b)
-	dp, err := datapath.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		dp.Close()
-		datapath.RemovePins(dir)
-		os.Remove(dir)
-	})
-	f.sh = shaper.New(dp)
-	return f
-}
-
-func (f *fixture) inNode(t *testing.T, fn func() error) {
-	t.Helper()
-	if err := podnet.Do("/var/run/netns/"+f.lab.Node, fn); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (f *fixture) iface(t *testing.T, p *netlab.Pod) shaper.Interface {
-	t.Helper()
-	var ifc shaper.Interface
-	f.inNode(t, func() error {
-		l, err := net.InterfaceByName(p.HostVeth)
-		if err != nil {
-			return err
-		}
-		pod, err := podnet.PodEnd(p.HostVeth)
-		ifc = shaper.Interface{Name: p.HostVeth, Index: l.Index, Pod: pod}
-		return err
-	})
-	return ifc
+	return &fixture{shaperlab.New(t, "gu")}
 }
 
 // errNotYet is returned by apply for rules pkg/shaper does not support yet
@@ -84,8 +39,7 @@ var errNotYet = errors.New("not supported yet")
 
 func (f *fixture) apply(t *testing.T, ifc shaper.Interface, pol rules.Policy) error {
 	t.Helper()
-	var err error
-	f.inNode(t, func() error { err = f.sh.Apply(ifc, pol); return nil })
+	err := f.Fixture.Apply(ifc, pol)
 	if err != nil && strings.Contains(err.Error(), "not supported") && strings.Contains(err.Error(), "yet") {
 		return errNotYet
 	}
@@ -106,8 +60,8 @@ type flow struct {
 func (f *fixture) flows() []flow {
 	return []flow{
 		// What a receives: paced at the host veth's egress, its root fq.
-		{rules.Ingress, f.b, f.a, "/var/run/netns/" + f.lab.Node, f.a.HostVeth},
+		{rules.Ingress, f.B, f.A, "/var/run/netns/" + f.Lab.Node, f.A.HostVeth},
 		// What a sends: paced at a's own eth0 (pkg/shaper), its root fq.
-		{rules.Egress, f.a, f.b, f.a.Netns, "eth0"},
+		{rules.Egress, f.A, f.B, f.A.Netns, "eth0"},
 	}
 }
