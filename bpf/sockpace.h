@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Types of the cooperative-pacing sock_ops program (bpf/sockpace.c),
+ * mirrored by Go structs bpf2go generates (pkg/sockpace).
+ */
+#ifndef KUBESHAPER_SOCKPACE_H
+#define KUBESHAPER_SOCKPACE_H
+
+#include <linux/types.h>
+
+enum ksp_dir {
+	KSP_DIR_EGRESS = 0,  /* the pod sends: its sockets' local address */
+	KSP_DIR_INGRESS = 1, /* the pod receives: same-node senders' remote address */
+};
+
+/* A pod address: IPv6, or IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d),
+ * network byte order. */
+struct ksp_key {
+	__u32 addr[4];
+};
+
+struct ksp_rule {
+	__u64 rate[2];   /* wire bytes/s per ksp_dir; 0 = no limit */
+	__u64 netns;     /* the pod's netns cookie: its egress rule applies to
+			  * sockets of that netns only */
+	__u32 ifindex;   /* the host veth whose rule this is (cleared with it) */
+	__u32 pad;
+};
+
+struct ksp_group_key {
+	struct ksp_key addr;
+	__u32 dir;
+};
+
+struct ksp_group {
+	struct bpf_spin_lock lock;
+	__u32 epoch; /* current epoch (ns >> 27) */
+	__u32 cur;   /* flows active in it so far */
+	__u32 prev;  /* flows active in the previous one */
+};
+
+struct ksp_sock {
+	__u64 rate;     /* SO_MAX_PACING_RATE we set (payload bytes/s); 0 none */
+	__u32 epoch[2]; /* last epoch counted in each group */
+	__u32 app;      /* the application set its own, lower rate: hands off */
+};
+
+enum ksp_stat {
+	KSP_STAT_PACED = 0,     /* sockets given a pacing rate */
+	KSP_STAT_UPDATES = 1,   /* setsockopt calls (rate changes) */
+	KSP_STAT_APP_OWNED = 2, /* sockets left alone: the application's lower rate */
+	KSP_STAT_LIFTED = 3,    /* sockets whose rule went: pacing lifted */
+	KSP_STAT_SET_ERROR = 4, /* bpf_setsockopt failed */
+	KSP_STAT_MAX = 8,
+};
+
+#endif
