@@ -27,6 +27,7 @@ build:
 BPF_CFLAGS := -O2 -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu
 generate:
 	$(GO) generate ./pkg/datapath/
+	$(GO) generate ./pkg/sockpace/
 	for d in bpf/examples pkg/datapath/testdata tests/foreign/testdata; do \
 	  (cd $$d && for f in *.c; do g=-g; case $$f in *_nobtf.c) g=-g0;; esac; \
 	    clang $(BPF_CFLAGS) $$g -fdebug-prefix-map=$$(pwd)=. -fdebug-compilation-dir=. -c $$f -o $${f%.c}.o && llvm-strip -g $${f%.c}.o || exit 1; done) || exit 1; \
@@ -34,7 +35,7 @@ generate:
 
 # CI: the committed object must be exactly what the sources compile to.
 check-generate: generate
-	git diff --exit-code -- pkg/datapath/ bpf/examples/ tests/foreign/ || { echo "generated BPF files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
+	git diff --exit-code -- pkg/datapath/ pkg/sockpace/ bpf/examples/ tests/foreign/ || { echo "generated BPF files differ from the committed ones: run 'make generate' and commit" >&2; exit 1; }
 
 bpffs:
 	@mountpoint -q $(BPFFS) || mount -t bpf bpf $(BPFFS)
@@ -82,7 +83,7 @@ test-kernels:
 # delay with real traffic), with -short (one pace rate per direction, two
 # delays). ≈ 2 min per kernel on an idle 2-core machine; `make
 # test-kernels` is the full run (≈ 4 min per kernel).
-KERNELS_CI_PKGS ?= ./pkg/datapath ./pkg/attach ./cmd/kubeshaper ./tests/kfeature ./tests/guest
+KERNELS_CI_PKGS ?= ./pkg/datapath ./pkg/attach ./cmd/kubeshaper ./tests/kfeature ./tests/guest ./pkg/sockpace
 test-kernels-ci:
 	$(GO) run ./tools/kernels run -short -pkgs "$(KERNELS_CI_PKGS)" -kernels "$(KERNELS)" $(if $(KERNELS_SKIP),-skip '$(KERNELS_SKIP)') $(KERNELSFLAGS)
 

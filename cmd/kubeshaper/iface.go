@@ -37,6 +37,9 @@ func ifaceApply(args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "%s: %s\n", ifc.Name, describePolicy(pol))
+	if err := sh.PacingError(); err != nil {
+		fmt.Fprintf(out, "%s: note: %v\n", ifc.Name, err)
+	}
 	return nil
 }
 
@@ -192,7 +195,8 @@ func openShaper() (*shaper.Shaper, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return shaper.New(dp), func() { dp.Close() }, nil
+	sh := shaper.New(dp)
+	return sh, func() { sh.ClosePacing(); dp.Close() }, nil
 }
 
 func describePolicy(p rules.Policy) string {

@@ -16,7 +16,17 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/pkg/shaper"
+	"github.com/kubeshaper/kubeshaper/pkg/sockpace"
 )
+
+// shortMode is the table's form: up to the first parenthesis for
+// paced rules, in full otherwise (the reason is the point).
+func shortMode(e string) string {
+	if strings.HasPrefix(e, "policer + socket pacing") {
+		return "policer + socket pacing"
+	}
+	return e
+}
 
 // ifaceStatus is one interface in `status --json`.
 type ifaceStatus struct {
@@ -40,6 +50,9 @@ type directionStatus struct {
 	Packets   uint64                `json:"packets"`
 	Bytes     uint64                `json:"bytes"`
 	Drops     map[string]dropStatus `json:"drops"`
+	// Mode says how a rate limit is enforced, and why: the policer with
+	// or without socket pacing (issue 13), tbf, EDT.
+	Mode string `json:"mode,omitempty"`
 	// Achieved is what passed over the --window the command sampled.
 	Achieved *achievedStatus `json:"achieved,omitempty"`
 	// Whether the rule is really in force (enforced, reason, attachment,
@@ -207,6 +220,7 @@ func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	paced, pacedErr := sockpace.Read(dp.PinDir())
 	byIndex := map[int]*ifaceStatus{}
 	for _, k := range keys {
 		idx := int(k.Ifindex)
@@ -244,6 +258,7 @@ func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
 			dir:       rules.Direction(k.Dir),
 			counters:  c,
 		}
+		ds.Mode = modeOf(cfg, paced, pacedErr, idx, rules.Direction(k.Dir))
 		for i, name := range datapath.ReasonNames {
 			if c.DropPackets[i] > 0 {
 				ds.Drops[name] = dropStatus{Packets: c.DropPackets[i], Bytes: c.DropBytes[i]}
@@ -258,6 +273,36 @@ func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ifindex < out[j].Ifindex })
 	return out, nil
+}
+
+// modeOf explains how cfg's rate limit is enforced on ifindex, and why.
+func modeOf(cfg datapath.Config, paced sockpace.State, readErr error, ifindex int, d rules.Direction) string {
+	switch {
+	case cfg.UsesTBF():
+		return "kernel tbf qdisc (mode=tbf: a queue)"
+	case cfg.NeedsFQ() && cfg.RateBits() > 0:
+		return "EDT pacing + fq (mode=pace)"
+	case cfg.RateBits() == 0:
+		return ""
+	}
+	for _, e := range paced.Of(ifindex) {
+		if (d == rules.Egress && e.Rule.EgressBitsPerSec > 0) || (d == rules.Ingress && e.Rule.IngressBitsPerSec > 0) {
+			who := "the pod's TCP sockets paced"
+			if d == rules.Ingress {
+				who = "same-node TCP senders paced"
+			}
+			return "policer + socket pacing (" + who + "; the policer caps UDP, off-node senders, sockets that reset pacing)"
+		}
+	}
+	switch {
+	case readErr != nil:
+		return "policer only (socket pacing state unreadable: " + readErr.Error() + ")"
+	case !paced.Attached:
+		return "policer only (socket pacing not attached: it needs cgroup v2 and Linux >= 5.15)"
+	case cfg.Targeted():
+		return "policer only (a targeted rule: to=/port=/proto= cannot be a socket rate)"
+	}
+	return "policer only (pacing=off, or the pod's address is unknown)"
 }
 
 func printTable(out io.Writer, st []ifaceStatus) {
@@ -297,7 +342,11 @@ func printTable(out io.Writer, st []ifaceStatus) {
 			if !d.Enforced {
 				enf = "NO: " + d.Reason
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", pod, name, d.Direction, d.Rule, req, ach, d.Packets, d.Bytes, drops, att, enf)
+			rule := d.Rule
+			if d.Mode != "" {
+				rule += " [" + shortMode(d.Mode) + "]"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", pod, name, d.Direction, rule, req, ach, d.Packets, d.Bytes, drops, att, enf)
 		}
 	}
 	tw.Flush()

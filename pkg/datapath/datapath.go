@@ -126,7 +126,10 @@ func (d *Datapath) Program(dir rules.Direction) *ebpf.Program {
 func RemovePins(pinDir string) error { return removePins(pinDir) }
 
 func removePins(pinDir string) error {
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap, ifacesMap} {
+	// The ksp_* pins are pkg/sockpace's, kept beside these (removing its
+	// link pin detaches the socket-pacing program).
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap, ifacesMap,
+		"ksp_link", "ksp_rules", "ksp_groups", "ksp_stats", "ksp_node_netns"} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

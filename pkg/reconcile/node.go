@@ -55,8 +55,11 @@ type Node interface {
 
 	// UseServicePeers sets how Services targeted by rules resolve.
 	UseServicePeers(func(rules.ServiceRef) []netip.Prefix)
-	// RemovePins removes the pinned maps (the end of a full cleanup).
+	// RemovePins removes the pinned maps (the end of a full cleanup),
+	// and with them the socket-pacing program.
 	RemovePins() error
+	// PacingError is why drop-mode rules are not socket-paced here.
+	PacingError() error
 }
 
 var _ Node = (*shaper.Node)(nil)

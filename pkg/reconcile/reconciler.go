@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -54,11 +55,12 @@ type podState struct {
 
 // Reconciler applies desired state pod by pod.
 type Reconciler struct {
-	w      *kube.Watcher
-	node   Node
-	events record.EventRecorder
-	log    *logrus.Entry
-	opts   Options
+	pacingWarned atomic.Bool
+	w            *kube.Watcher
+	node         Node
+	events       record.EventRecorder
+	log          *logrus.Entry
+	opts         Options
 
 	// gcMu lets pods be reconciled in parallel (read side) while leftover
 	// collection and cleanup, which judge what no pod claims, run alone.
@@ -191,6 +193,10 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	}
 	if err := r.node.RecordPod(ifc.Index, key); err != nil {
 		r.log.WithError(err).WithField("pod", key).Warn("recording the pod's name for the node CLI")
+	}
+	if err := r.node.PacingError(); err != nil && r.pacingWarned.CompareAndSwap(false, true) {
+		// Once per agent: it is the node's condition, not the pod's.
+		r.log.WithError(err).Warn("drop-mode rules are enforced by the policer alone on this node (kubeshaper status says so per rule)")
 	}
 	changed := st == nil || !st.policy.Equal(want)
 	ps := &podState{uid: pod.UID, ip: pod.Status.PodIP, ifc: ifc, policy: want, svcPeers: svcPeers}

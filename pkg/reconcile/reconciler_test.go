@@ -167,6 +167,7 @@ func (f *fakeNode) ForgetRuleSets(live []string) error {
 
 func (f *fakeNode) UseServicePeers(p func(rules.ServiceRef) []netip.Prefix) { f.peers = p }
 func (f *fakeNode) RemovePins() error                                       { return nil }
+func (f *fakeNode) PacingError() error                                      { return nil }
 
 func (f *fakeNode) count(list *[]int, ifindex int) int {
 	f.mu.Lock()

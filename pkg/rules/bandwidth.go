@@ -22,6 +22,7 @@ func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
 		dirs                          dirSet
 		bw                            = Bandwidth{Mode: ModeDrop}
 		haveRate, haveBurst, haveMode bool
+		havePacing                    bool
 		tb                            targetBuilder
 	)
 	for _, w := range words {
@@ -58,8 +59,20 @@ func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
 				if bw.Mode, err = parseMode(val); err != nil {
 					return 0, bw, err
 				}
+			case "pacing":
+				if havePacing {
+					return 0, bw, fmt.Errorf("pacing= given twice")
+				}
+				havePacing = true
+				switch strings.ToLower(val) {
+				case "off":
+					bw.NoSocketPacing = true
+				case "on":
+				default:
+					return 0, bw, fmt.Errorf("pacing=%s: want on (the default: a drop-mode rule paces the pod's TCP sockets) or off (the policer alone)", val)
+				}
 			default:
-				return 0, bw, fmt.Errorf("unknown option %s: bandwidth takes burst=, mode=, to=, port= and proto=", q(name+"="))
+				return 0, bw, fmt.Errorf("unknown option %s: bandwidth takes burst=, mode=, pacing=, to=, port= and proto=", q(name+"="))
 			}
 			continue
 		}
@@ -110,7 +123,11 @@ func (b Bandwidth) String() string {
 	if mode == "" {
 		mode = ModeDrop
 	}
-	return fmt.Sprintf("%s burst=%s mode=%s%s", formatRate(b.RateBitsPerSec), burst, mode, b.Target)
+	pacing := ""
+	if b.NoSocketPacing {
+		pacing = " pacing=off"
+	}
+	return fmt.Sprintf("%s burst=%s mode=%s%s%s", formatRate(b.RateBitsPerSec), burst, mode, pacing, b.Target)
 }
 
 // clause renders the rule as annotation text, defaults left out.
@@ -121,6 +138,9 @@ func (b Bandwidth) clause(dir string) string {
 	}
 	if b.Mode != "" && b.Mode != ModeDrop {
 		s += " mode=" + string(b.Mode)
+	}
+	if b.NoSocketPacing {
+		s += " pacing=off"
 	}
 	return s + b.Target.String()
 }

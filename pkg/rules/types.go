@@ -43,6 +43,9 @@ type Bandwidth struct {
 	Mode       BandwidthMode
 	// Target limits the rule to some packets (zero: all). Not with tbf.
 	Target Target
+	// NoSocketPacing (pacing=off) keeps a drop-mode rule from pacing the
+	// pod's TCP sockets (pkg/sockpace): the policer alone enforces it.
+	NoSocketPacing bool
 }
 
 // LossKind is the random distribution of injected loss.

@@ -227,7 +227,14 @@ func (n *Node) ForgetRuleSets(live []string) error {
 
 // RemovePins removes the pinned maps themselves (the last step of a
 // cleanup, once no interface uses them).
-func (n *Node) RemovePins() error { return datapath.RemovePins(n.dp.PinDir()) }
+func (n *Node) RemovePins() error {
+	n.sh.ClosePacing()
+	return datapath.RemovePins(n.dp.PinDir()) // the socket-pacing link with them
+}
+
+// PacingError is why drop-mode rules are not socket-paced on this node
+// (nil when they are, or none was asked for).
+func (n *Node) PacingError() error { return n.sh.PacingError() }
 
 // Holding the position and telling the truth (see place.go, verify.go),
 // in the node netns.

@@ -70,6 +70,8 @@ type Shaper struct {
 	// in front of kubeshaper's: the admin's choice. kubeshaper then runs
 	// right after them, and cannot vouch for what they end.
 	YieldTo map[string]bool
+
+	pacing pacingState
 }
 
 // New returns a Shaper using dp, with per-flow records on.
@@ -115,6 +117,15 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 			err = errors.Join(err, fmt.Errorf("rolling back %s: %w", ifc.Name, cerr))
 		}
 		return err
+	}
+	// Socket pacing is best effort on top of the policer: its failure is
+	// remembered (PacingError), not the rule's.
+	if err := s.pace(ifc, pol); err != nil {
+		s.pacing.mu.Lock()
+		if s.pacing.err == nil {
+			s.pacing.err = err
+		}
+		s.pacing.mu.Unlock()
 	}
 	return nil
 }
@@ -451,6 +462,9 @@ func (s *Shaper) Clear(ifc Interface) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := s.unpace(ifc.Index); err != nil {
+		errs = append(errs, err)
+	}
 	// Entries last: until the filters are gone they keep the pod counted.
 	for _, d := range rules.Directions {
 		if err := s.dp.Delete(datapath.KeyOf(ifc.Index, d)); err != nil {
@@ -463,7 +477,7 @@ func (s *Shaper) Clear(ifc Interface) error {
 // ForgetIndex removes the map entries of an interface that no longer
 // exists (its filters went with it).
 func (s *Shaper) ForgetIndex(ifindex int) error {
-	errs := []error{s.forgetTCX(ifindex)}
+	errs := []error{s.forgetTCX(ifindex), s.unpace(ifindex)}
 	for _, d := range rules.Directions {
 		errs = append(errs, s.dp.Delete(datapath.KeyOf(ifindex, d)))
 	}

@@ -1,0 +1,188 @@
+package shaper
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/pkg/sockpace"
+)
+
+// Cooperative pacing (issue 13): a drop-mode rule also paces the pod's own
+// TCP sockets (and same-node senders' sockets to it) with a sock_ops
+// program, so that TCP sends at the limit by itself and the policer, still
+// the hard cap, rarely has to drop. Pacing is best effort: when it cannot
+// be set up (no cgroup v2, a kernel without the helpers), the rule is
+// enforced by the policer alone and PacingError says why.
+
+// Paced reports whether a bandwidth rule gets socket pacing where the node
+// supports it: drop mode (the default), all of the direction's traffic
+// (a targeted rule limits some peers only, which a socket-wide rate cannot
+// express), and not turned off with pacing=off.
+func Paced(bw *rules.Bandwidth) bool {
+	return bw != nil && (bw.Mode == rules.ModeDrop || bw.Mode == "") && bw.Target.IsZero() && !bw.NoSocketPacing
+}
+
+// pacingState is the shaper's socket-pacing half.
+type pacingState struct {
+	mu     sync.Mutex
+	pacer  *sockpace.Pacer
+	err    error         // why pacing is unavailable (after a try)
+	tried  bool          // Open/Attach attempted
+	podns  map[int]podNS // by host ifindex: every pod applied, paced or not
+	nodeNS uint64
+}
+
+// podNS is what socket pacing needs to know of a pod: its netns cookie
+// (its egress rule paces its sockets only; its senders are same-node
+// senders for others' ingress rules) and its addresses.
+type podNS struct {
+	path   string
+	cookie uint64
+	addrs  []netip.Addr
+}
+
+// PacingError is why socket pacing is not in effect on this node (nil when
+// it is, or was never needed).
+func (s *Shaper) PacingError() error {
+	s.pacing.mu.Lock()
+	defer s.pacing.mu.Unlock()
+	return s.pacing.err
+}
+
+// pace makes the socket-pacing maps carry pol for ifc. Called after the
+// TC side is in place, in the node netns. Errors are returned for the
+// caller to report; the TC rules stand regardless.
+func (s *Shaper) pace(ifc Interface, pol rules.Policy) error {
+	var r sockpace.Rule
+	if bw := pol[rules.Egress].Bandwidth; Paced(bw) {
+		r.EgressBitsPerSec = bw.RateBitsPerSec
+	}
+	if bw := pol[rules.Ingress].Bandwidth; Paced(bw) {
+		r.IngressBitsPerSec = bw.RateBitsPerSec
+	}
+	s.pacing.mu.Lock()
+	defer s.pacing.mu.Unlock()
+	ns, nsErr := s.podNetns(ifc)
+	if r == (sockpace.Rule{}) {
+		if s.pacing.pacer != nil {
+			if nsErr == nil {
+				_ = s.pacing.pacer.AddNetns(ns.cookie, ifc.Index)
+			}
+			return s.pacing.pacer.Set(ifc.Index, nil, 0, r)
+		}
+		return sockpace.ClearIndex(s.dp.PinDir(), ifc.Index)
+	}
+	if nsErr != nil {
+		return fmt.Errorf("socket pacing for %s: %w", ifc.Name, nsErr)
+	}
+	p, err := s.openPacer()
+	if err != nil {
+		return err
+	}
+	if err := p.AddNetns(ns.cookie, ifc.Index); err != nil {
+		return err
+	}
+	return p.Set(ifc.Index, ns.addrs, ns.cookie, r)
+}
+
+// podNetns reads (once per pod netns) the pod end's netns cookie and
+// addresses. Callers hold s.pacing.mu.
+func (s *Shaper) podNetns(ifc Interface) (podNS, error) {
+	if ifc.Pod.NetnsPath == "" {
+		return podNS{}, errors.New("the pod end of the veth is unknown")
+	}
+	if ns, ok := s.pacing.podns[ifc.Index]; ok && ns.path == ifc.Pod.NetnsPath {
+		return ns, nil
+	}
+	ns := podNS{path: ifc.Pod.NetnsPath}
+	err := podnet.Do(ifc.Pod.NetnsPath, func() error {
+		c, err := sockpace.NetnsCookie()
+		if err != nil {
+			return err
+		}
+		ns.cookie = c
+		l, err := net.InterfaceByIndex(ifc.Pod.IfIndex)
+		if err != nil {
+			return err
+		}
+		as, err := l.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range as {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.IsGlobalUnicast() {
+					ns.addrs = append(ns.addrs, ip.Unmap())
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return podNS{}, fmt.Errorf("reading the pod's netns %s: %w", ifc.Pod.NetnsPath, err)
+	}
+	if s.pacing.podns == nil {
+		s.pacing.podns = map[int]podNS{}
+	}
+	s.pacing.podns[ifc.Index] = ns
+	return ns, nil
+}
+
+// openPacer loads and attaches the program on first use, registering the
+// node's own netns and every pod seen so far as same-node senders.
+// Callers hold s.pacing.mu.
+func (s *Shaper) openPacer() (*sockpace.Pacer, error) {
+	if s.pacing.pacer != nil || s.pacing.tried {
+		return s.pacing.pacer, s.pacing.err
+	}
+	s.pacing.tried = true
+	fail := func(err error) (*sockpace.Pacer, error) {
+		s.pacing.err = fmt.Errorf("socket pacing unavailable, the policer alone enforces drop-mode rules: %w", err)
+		return nil, s.pacing.err
+	}
+	node, err := sockpace.NetnsCookie()
+	if err != nil {
+		return fail(err)
+	}
+	p, err := sockpace.Open(s.dp.PinDir())
+	if err != nil {
+		return fail(err)
+	}
+	if err := p.Attach(); err != nil {
+		p.Close()
+		return fail(err)
+	}
+	if err := p.AddNetns(node, 0); err != nil {
+		p.Close()
+		return fail(err)
+	}
+	for ix, ns := range s.pacing.podns {
+		_ = p.AddNetns(ns.cookie, ix)
+	}
+	s.pacing.pacer, s.pacing.nodeNS = p, node
+	return p, nil
+}
+
+// unpace removes ifc's pacing entries (Clear, ForgetIndex).
+func (s *Shaper) unpace(ifindex int) error {
+	s.pacing.mu.Lock()
+	delete(s.pacing.podns, ifindex)
+	s.pacing.mu.Unlock()
+	return sockpace.ClearIndex(s.dp.PinDir(), ifindex)
+}
+
+// ClosePacing releases this process's handles on the pacing program (the
+// pinned link keeps it attached).
+func (s *Shaper) ClosePacing() {
+	s.pacing.mu.Lock()
+	defer s.pacing.mu.Unlock()
+	if s.pacing.pacer != nil {
+		s.pacing.pacer.Close()
+		s.pacing.pacer = nil
+	}
+}
