@@ -69,13 +69,14 @@ func (s *Shaper) pace(ifc Interface, pol rules.Policy) error {
 	defer s.pacing.mu.Unlock()
 	ns, nsErr := s.podNetns(ifc)
 	if r == (sockpace.Rule{}) {
+		// Not paced itself, but a same-node sender for others' rules.
 		if s.pacing.pacer != nil {
 			if nsErr == nil {
 				_ = s.pacing.pacer.AddNetns(ns.cookie, ifc.Index)
 			}
 			return s.pacing.pacer.Set(ifc.Index, nil, 0, r)
 		}
-		return sockpace.ClearIndex(s.dp.PinDir(), ifc.Index)
+		return sockpace.SetUnpaced(s.dp.PinDir(), ifc.Index, ns.cookie)
 	}
 	if nsErr != nil {
 		return fmt.Errorf("socket pacing for %s: %w", ifc.Name, nsErr)

@@ -252,6 +252,42 @@ func ClearIndex(pinDir string, ifindex int) error {
 	return clearIndex(rules, groups, netns, ifindex, nil)
 }
 
+// SetUnpaced records a pod without a paced rule in the maps pinned in
+// pinDir, if pacing is in use there (else it does nothing, and loads
+// nothing): its sockets are not paced by its own rules any more, but it
+// stays one of the node's pods, whose sockets the ingress rules of other
+// pods pace.
+func SetUnpaced(pinDir string, ifindex int, netns uint64) error {
+	rules, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, rulesPin), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening the socket-pacing rules: %w", err)
+	}
+	defer rules.Close()
+	var groups *ebpf.Map
+	if g, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "ksp_groups"), nil); err == nil {
+		defer g.Close()
+		groups = g
+	}
+	if err := clearIndex(rules, groups, nil, ifindex, nil); err != nil {
+		return err
+	}
+	if netns == 0 {
+		return nil
+	}
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "ksp_node_netns"), nil)
+	if err != nil {
+		return fmt.Errorf("opening the socket-pacing netns map: %w", err)
+	}
+	defer m.Close()
+	if err := m.Put(netns, uint32(ifindex)); err != nil {
+		return fmt.Errorf("recording netns %d for socket pacing: %w", netns, err)
+	}
+	return nil
+}
+
 // Entry is one paced pod address.
 type Entry struct {
 	Addr    netip.Addr

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,12 @@ func main() {
 			os.Exit(udpSendMain(os.Args[2:]))
 		case "udp-recv":
 			os.Exit(udpRecvMain(os.Args[2:]))
+		case "rr-server":
+			os.Exit(rrServerMain(os.Args[2:]))
+		case "rr-client":
+			os.Exit(rrClientMain(os.Args[2:]))
+		case "udp-sink":
+			os.Exit(udpSinkMain(os.Args[2:]))
 		case "replot":
 			os.Exit(replotMain(os.Args[2:]))
 		}
@@ -63,6 +70,17 @@ type config struct {
 	CLI          string        `json:"kubeshaper"`
 	Out          string        `json:"out"`
 	Plots        bool          `json:"-"`
+	// The pacing section (issue 13).
+	PacingCases []string      `json:"pacing_cases,omitempty"`
+	Streams     []int         `json:"streams,omitempty"`
+	RRDuration  time.Duration `json:"-"`
+	RRDurationS float64       `json:"rr_duration_s,omitempty"`
+	RRSize      int           `json:"rr_size_bytes,omitempty"`
+	UDPDuration time.Duration `json:"-"`
+	CNIPlugin   string        `json:"cni_plugin,omitempty"`
+	// Name is the output files' name: datapath, or pacing for a run of
+	// the pacing section alone (its own pacing.json, pacing.txt).
+	Name string `json:"-"`
 
 	modes []modeSpec
 }
@@ -101,6 +119,13 @@ func run() int {
 	fs.StringVar(&cfg.CLI, "kubeshaper", "bin/kubeshaper", "path of the kubeshaper node CLI")
 	fs.StringVar(&out, "out", "", "output directory for datapath.json and the PNGs (default docs/bench for a default run, a fresh /tmp directory otherwise)")
 	fs.BoolVar(&cfg.Plots, "plots", true, "write PNG plots")
+	var pcases, streams string
+	fs.StringVar(&pcases, "pacing-cases", "egress,ingress,ingress-offnode", "pacing section: egress, ingress (sender a pod of this node), ingress-offnode (sender unknown to kubeshaper)")
+	fs.StringVar(&streams, "streams", "1,8", "pacing section: TCP streams per transfer")
+	fs.DurationVar(&cfg.RRDuration, "rr-duration", 10*time.Second, "pacing section: request/response time per point (0: none)")
+	fs.IntVar(&cfg.RRSize, "rr-size", 100<<10, "pacing section: bytes per request/response exchange")
+	fs.DurationVar(&cfg.UDPDuration, "udp-duration", 5*time.Second, "pacing section: UDP at 2x the limit per point (0: none)")
+	fs.StringVar(&cfg.CNIPlugin, "cni-plugin", "/usr/lib/cni/bandwidth", "pacing section: the CNI bandwidth plugin binary (mode cni)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: bench [flags]   (as root)\n       bench udp-send|udp-recv [flags]   (internal, run inside a netns)\n\n")
 		fs.PrintDefaults()
@@ -124,10 +149,38 @@ func run() int {
 	fail := func(e error) int { fmt.Fprintln(os.Stderr, "bench:", e); return 2 }
 	cfg.Sections = splitList(sections)
 	for _, s := range cfg.Sections {
-		if s != "rate" && s != "latency" && s != "loss" {
-			return fail(fmt.Errorf("unknown section %q (want rate, latency, loss)", s))
+		if s != "rate" && s != "latency" && s != "loss" && s != "pacing" {
+			return fail(fmt.Errorf("unknown section %q (want rate, latency, loss, pacing)", s))
 		}
 	}
+	pacingOnly := len(cfg.Sections) == 1 && cfg.Sections[0] == "pacing"
+	cfg.Name = "datapath"
+	if pacingOnly {
+		cfg.Name = "pacing"
+		if !set["modes"] {
+			modes = "drop,drop+pacing,tbf,kernel-tbf,cni"
+		}
+		if !set["rates"] {
+			rates = "10M,50M,240M,1G"
+		}
+		if !set["reps"] {
+			cfg.Reps = 3
+		}
+	}
+	cfg.PacingCases = splitList(pcases)
+	for _, c := range cfg.PacingCases {
+		if c != "egress" && c != "ingress" && c != "ingress-offnode" {
+			return fail(fmt.Errorf("unknown pacing case %q", c))
+		}
+	}
+	for _, v := range splitList(streams) {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fail(fmt.Errorf("bad -streams %q", streams))
+		}
+		cfg.Streams = append(cfg.Streams, n)
+	}
+	cfg.RRDurationS = cfg.RRDuration.Seconds()
 	if cfg.Rates, err = parseRates(rates); err != nil {
 		return fail(err)
 	}
@@ -142,6 +195,12 @@ func run() int {
 	}
 	cfg.Modes = splitList(modes)
 	for _, m := range cfg.Modes {
+		if pacingOnly {
+			if !pacingModes[m] {
+				return fail(fmt.Errorf("unknown pacing mode %q (want drop, drop+pacing, tbf, pace, kernel-tbf, cni)", m))
+			}
+			continue
+		}
 		ms, err := parseMode(m)
 		if err != nil {
 			return fail(err)
@@ -234,6 +293,8 @@ func run() int {
 			b.latencySection()
 		case "loss":
 			b.lossSection()
+		case "pacing":
+			b.pacingSection()
 		}
 		b.report.ElapsedS = time.Since(start).Seconds()
 		if err := b.writeJSON(); err != nil {
@@ -244,6 +305,11 @@ func run() int {
 	if cfg.Plots {
 		for _, err := range b.writePlots() {
 			logf("plot: %v", err)
+		}
+		if b.report.Pacing != nil {
+			for _, err := range b.plotPacing() {
+				logf("plot: %v", err)
+			}
 		}
 	}
 	b.report.ElapsedS = time.Since(start).Seconds()

@@ -23,6 +23,7 @@ type report struct {
 	Rate     []*ratePoint      `json:"rate,omitempty"`
 	Latency  []*latPoint       `json:"latency,omitempty"`
 	Loss     []*lossPoint      `json:"loss,omitempty"`
+	Pacing   *pacingReport     `json:"pacing,omitempty"`
 	Warnings []string          `json:"warnings,omitempty"`
 }
 
@@ -86,7 +87,11 @@ func (b *bench) writeJSON() error {
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(b.cfg.Out, "datapath.json")
+	name := b.cfg.Name
+	if name == "" {
+		name = "datapath"
+	}
+	p := filepath.Join(b.cfg.Out, name+".json")
 	if err := os.WriteFile(p, append(j, '\n'), 0o644); err != nil {
 		return err
 	}
@@ -112,7 +117,11 @@ func (b *bench) printf(format string, a ...any) {
 
 // writeTables saves the tables printed so far as datapath.txt.
 func (b *bench) writeTables() error {
-	p := filepath.Join(b.cfg.Out, "datapath.txt")
+	name := b.cfg.Name
+	if name == "" {
+		name = "datapath"
+	}
+	p := filepath.Join(b.cfg.Out, name+".txt")
 	if err := os.WriteFile(p, []byte(b.tables.String()), 0o644); err != nil {
 		return err
 	}
