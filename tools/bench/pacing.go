@@ -702,4 +702,3 @@ func errSuffix(e string) string {
 	}
 	return " (" + e + ")"
 }
-
