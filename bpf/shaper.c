@@ -620,7 +620,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 	struct ks_counters *c;
 	__u32 segs = skb->gso_segs;
 	__u64 wire = skb->len;
-	__u64 now = 0;
+	__u64 now = 0, bw_drops;
 	__u32 flags;
 	int verdict;
 
@@ -654,7 +654,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir,
 	    (__u64)bpf_get_prandom_u32() < cfg->dup_thresh)
 		duplicate(skb, tc_ingress, c);
 
+	bw_drops = c ? c->drop_packets[KS_REASON_BANDWIDTH] : 0;
 	verdict = decide(skb, cfg, flags, c, &now, wire, segs);
+	/* Only on a bandwidth drop, so no packet that passes pays for it: was
+	 * it TCP data, which the sender will have to retransmit? */
+	if (c && verdict == TC_ACT_SHOT && c->drop_packets[KS_REASON_BANDWIDTH] != bw_drops) {
+		if (!p.fk.family)
+			parse(skb, &p);
+		if (p.fk.proto == IPPROTO_TCP && skb->len > p.hdr_len)
+			c->tcp_data_bw_drops += segs;
+	}
 
 	if ((flags & KS_F_CORRUPT) && verdict != TC_ACT_SHOT &&
 	    (__u64)bpf_get_prandom_u32() < cfg->corrupt_thresh) {

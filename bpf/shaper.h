@@ -148,6 +148,9 @@ struct ks_counters {
 	__u64 corrupt_skipped; /* drawn for corruption but left intact: the
 				* receiver would not verify their checksum
 				* (CHECKSUM_PARTIAL, GSO, UDP without one) */
+	__u64 tcp_data_bw_drops; /* of drop_packets[BANDWIDTH], TCP segments
+				  * carrying data: retransmissions the
+				  * policer caused (issue 13) */
 };
 
 /*

@@ -50,6 +50,9 @@ type directionStatus struct {
 	Packets   uint64                `json:"packets"`
 	Bytes     uint64                `json:"bytes"`
 	Drops     map[string]dropStatus `json:"drops"`
+	// CausedRetransmissions: bandwidth drops of TCP segments carrying data
+	// since the rule was applied.
+	CausedRetransmissions uint64 `json:"caused_retransmissions"`
 	// Mode says how a rate limit is enforced, and why: the policer with
 	// or without socket pacing (issue 13), tbf, EDT.
 	Mode string `json:"mode,omitempty"`
@@ -72,6 +75,9 @@ type achievedStatus struct {
 	RateBits float64 `json:"rate_bits"`
 	// LossRatio: injected-loss drops / packets seen; absent without packets.
 	LossRatio *float64 `json:"loss_ratio,omitempty"`
+	// RetransRatio: bandwidth drops of TCP data (retransmissions the
+	// policer caused) / packets seen; absent without packets.
+	RetransRatio *float64 `json:"retransmission_ratio,omitempty"`
 }
 
 type dropStatus struct {
@@ -147,8 +153,9 @@ func status(args []string, out io.Writer) error {
 				if a, ok := datapath.AchievedBetween(prev, d.counters, span); ok {
 					d.Achieved = &achievedStatus{WindowSeconds: span.Seconds(), Packets: a.Packets, RateBits: a.RateBits}
 					if a.Packets > 0 {
-						l := a.LossRatio
+						l, r := a.LossRatio, a.RetransRatio
 						d.Achieved.LossRatio = &l
+						d.Achieved.RetransRatio = &r
 					}
 				}
 			}
@@ -258,6 +265,7 @@ func collect(dp *datapath.Datapath) ([]ifaceStatus, error) {
 			dir:       rules.Direction(k.Dir),
 			counters:  c,
 		}
+		ds.CausedRetransmissions = c.TcpDataBwDrops
 		ds.Mode = modeOf(cfg, paced, pacedErr, idx, rules.Direction(k.Dir))
 		for i, name := range datapath.ReasonNames {
 			if c.DropPackets[i] > 0 {
@@ -372,6 +380,9 @@ func requestedAchieved(d directionStatus) (req, ach string) {
 	a := []string{bitsString(d.Achieved.RateBits)}
 	if l := d.Achieved.LossRatio; l != nil && (d.LossRatio > 0 || *l > 0) {
 		a = append(a, fmt.Sprintf("loss=%.4g%%", *l*100))
+	}
+	if r := d.Achieved.RetransRatio; r != nil && d.RateBits > 0 {
+		a = append(a, fmt.Sprintf("retx=%.3g%%", *r*100))
 	}
 	return req, strings.Join(a, " ")
 }

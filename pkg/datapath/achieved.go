@@ -19,6 +19,10 @@ type Achieved struct {
 	LossRatio float64
 	// DropRatio is drops for any reason / packets seen; NaN without packets.
 	DropRatio float64
+	// RetransRatio is bandwidth drops of TCP segments carrying data (the
+	// retransmissions the policer caused) / packets seen; NaN without
+	// packets.
+	RetransRatio float64
 }
 
 // AchievedBetween compares two readings of the same key taken span apart.
@@ -43,11 +47,13 @@ func AchievedBetween(prev, cur Counters, span time.Duration) (a Achieved, ok boo
 	}
 	a.RateBits = passed * 8 / span.Seconds()
 	loss := cur.DropPackets[ReasonLoss] - prev.DropPackets[ReasonLoss]
+	retrans := cur.TcpDataBwDrops - min(prev.TcpDataBwDrops, cur.TcpDataBwDrops)
 	if a.Packets == 0 {
-		a.LossRatio, a.DropRatio = math.NaN(), math.NaN()
+		a.LossRatio, a.DropRatio, a.RetransRatio = math.NaN(), math.NaN(), math.NaN()
 	} else {
 		a.LossRatio = float64(loss) / float64(a.Packets)
 		a.DropRatio = float64(dropPackets) / float64(a.Packets)
+		a.RetransRatio = float64(retrans) / float64(a.Packets)
 	}
 	return a, true
 }

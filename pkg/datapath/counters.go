@@ -46,6 +46,7 @@ func (d *Datapath) Counters(key Key) (c Counters, ok bool, err error) {
 		c.Duplicated += p.Duplicated
 		c.Corrupted += p.Corrupted
 		c.CorruptSkipped += p.CorruptSkipped
+		c.TcpDataBwDrops += p.TcpDataBwDrops
 	}
 	return c, true, nil
 }

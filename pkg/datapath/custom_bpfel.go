@@ -22,6 +22,7 @@ type customKsCounters struct {
 	Duplicated     uint64
 	Corrupted      uint64
 	CorruptSkipped uint64
+	TcpDataBwDrops uint64
 }
 
 type customKsKey struct {

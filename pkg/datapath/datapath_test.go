@@ -524,3 +524,32 @@ func TestPodSideIngressProgram(t *testing.T) {
 		t.Fatalf("host-side program counted an at-pod ingress rule's packet")
 	}
 }
+
+// TestBandwidthDropsOfTCPDataCounted: the retransmissions the policer
+// causes (issue 13) are its bandwidth drops of TCP segments with data —
+// not of pure ACKs, not of UDP, not of loss drops.
+func TestBandwidthDropsOfTCPDataCounted(t *testing.T) {
+	dp := openTest(t)
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e6, BurstBytes: 100000, Mode: rules.ModeDrop}})
+	dry := func() { setState(t, dp, rules.Egress, -100000+10, frozen, 0) } // below even a sparse packet's debt
+	for _, c := range []struct {
+		pkt  []byte
+		ctx  *skbCtx
+		want uint64
+	}{
+		{tcpPacket(1448), nil, 1},
+		{tcpPacket(2896), &skbCtx{GSOSegs: 2, GSOSize: 1448}, 2},
+		{tcpPacket(0), nil, 0}, // a pure ACK
+		{udpPacket(1400), nil, 0},
+	} {
+		dry()
+		before := counters(t, dp, rules.Egress)
+		if ret := run(t, dp, rules.Egress, c.pkt, c.ctx); ret != actShot {
+			t.Fatalf("%d-byte packet passed a dry bucket (ret %d)", len(c.pkt), ret)
+		}
+		after := counters(t, dp, rules.Egress)
+		if got := after.TcpDataBwDrops - before.TcpDataBwDrops; got != c.want {
+			t.Errorf("%d-byte packet: %d TCP data drops counted, want %d", len(c.pkt), got, c.want)
+		}
+	}
+}

@@ -22,6 +22,7 @@ type shaperKsCounters struct {
 	Duplicated     uint64
 	Corrupted      uint64
 	CorruptSkipped uint64
+	TcpDataBwDrops uint64
 }
 
 type shaperKsFlags uint32

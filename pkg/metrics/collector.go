@@ -203,6 +203,10 @@ var (
 		"Packets kubeshaper dropped, by reason: bandwidth (rate limit), loss (injected), horizon (EDT queue too long), program (custom program).", "reason")
 	descDropBytes = desc("kubeshaper_pod_dropped_bytes_total",
 		"Wire bytes kubeshaper dropped, by reason.", "reason")
+	descRetrans = desc("kubeshaper_pod_caused_retransmissions_total",
+		"Bandwidth drops of TCP segments carrying data: the retransmissions kubeshaper's policer made the pod's TCP senders pay (near 0 where sockets are paced).")
+	descAchievedRetrans = desc("kubeshaper_pod_achieved_retransmission_ratio",
+		"Bandwidth drops of TCP data / packets seen over the sliding window: the share of the traffic TCP had to send again because of the limit; absent when no packet was seen in it.")
 	descRuleRate = desc("kubeshaper_rule_rate_bits",
 		"Requested bandwidth limit in bits per second (wire bytes x 8); absent without a bandwidth rule.")
 	descRuleLoss = desc("kubeshaper_rule_loss_ratio",
@@ -222,8 +226,8 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descDropBytes, descRuleRate, descRuleLoss,
-		descRuleInfo, descAchievedRate, descAchievedLoss, descPodInfo, descReadErrors} {
+	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descDropBytes, descRetrans, descRuleRate, descRuleLoss,
+		descRuleInfo, descAchievedRate, descAchievedLoss, descAchievedRetrans, descPodInfo, descReadErrors} {
 		ch <- d
 	}
 }
@@ -261,6 +265,7 @@ func (c *Collector) collectDirection(ch chan<- prometheus.Metric, v reconcile.Po
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(cnt.DropPackets[i]), with(name)...)
 		ch <- prometheus.MustNewConstMetric(descDropBytes, prometheus.CounterValue, float64(cnt.DropBytes[i]), with(name)...)
 	}
+	ch <- prometheus.MustNewConstMetric(descRetrans, prometheus.CounterValue, float64(cnt.TcpDataBwDrops), lv...)
 	if cfg, ok, err := c.dp.Lookup(key); err != nil {
 		c.readErrors.Add(1)
 	} else if ok {
@@ -276,6 +281,7 @@ func (c *Collector) collectDirection(ch chan<- prometheus.Metric, v reconcile.Po
 		ch <- prometheus.MustNewConstMetric(descAchievedRate, prometheus.GaugeValue, a.RateBits, lv...)
 		if a.Packets > 0 {
 			ch <- prometheus.MustNewConstMetric(descAchievedLoss, prometheus.GaugeValue, a.LossRatio, lv...)
+			ch <- prometheus.MustNewConstMetric(descAchievedRetrans, prometheus.GaugeValue, a.RetransRatio, lv...)
 		}
 	}
 }

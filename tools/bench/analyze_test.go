@@ -126,3 +126,23 @@ func TestParse(t *testing.T) {
 		t.Errorf("p99 = %f", p)
 	}
 }
+
+// TestBins100SpansGaps: a sampling gap longer than a bin must not end the
+// binning (it did: p5/p95 came out empty for a whole transfer).
+func TestBins100SpansGaps(t *testing.T) {
+	var s []sample
+	var bytes uint64
+	for ms := 0; ms <= 5000; ms += 50 {
+		if ms == 1500 || ms == 1550 || ms == 1600 {
+			continue // a 200 ms gap
+		}
+		if ms > 0 {
+			bytes = uint64(ms) * 125000 / 100 // 10 Mbit/s... of 1-packet intervals
+		}
+		s = append(s, sample{T: time.Duration(ms) * time.Millisecond, Bytes: bytes, Pkts: uint64(ms)})
+	}
+	bins, p5, p95 := bins100(s, 10e6)
+	if len(bins) < 40 || p5 == 0 || p95 == 0 {
+		t.Fatalf("%d bins, p5 %.3f p95 %.3f", len(bins), p5, p95)
+	}
+}

@@ -437,19 +437,26 @@ func bins100(s []sample, target float64) (bins []float64, p5, p95 float64) {
 	t0 := s[first-1].T
 	i := first - 1
 	var after []float64
+	// Bins end at multiples of 100 ms from t0; the last one ends before
+	// the last data interval (only partly filled). A sampling gap longer
+	// than a bin (a late sampler on a loaded machine) merges bins: the
+	// rate is over the real span between samples.
 	for k := 0; ; k++ {
 		end := t0 + time.Duration(k+1)*100*time.Millisecond
+		if last < 1 || end > s[last-1].T {
+			break
+		}
 		j := i
-		for j < len(s) && s[j].T < end {
+		for j < last && s[j].T < end {
 			j++
 		}
-		if j >= last || j == i {
-			break
+		if j == i {
+			continue // inside a gap: the next bin spans it
 		}
 		dt := (s[j].T - s[i].T).Seconds()
 		v := wireBytes(s[j].Bytes-s[i].Bytes, s[j].Pkts-s[i].Pkts) * 8 / dt
 		bins = append(bins, math.Round(v))
-		if k >= 10 {
+		if s[i].T-t0 >= time.Second {
 			after = append(after, v/target)
 		}
 		i = j

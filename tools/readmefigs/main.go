@@ -34,6 +34,7 @@ func main() {
 		"BENCH-CNI":         cniTable,
 		"BENCH-PLUGIN":      pluginStatus,
 		"BENCH-LINT":        lintRun,
+		"BENCH-PACING":      pacingTables,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
