@@ -129,12 +129,12 @@ bench-pacing: bpffs build
 
 # The agent at 250 pods against a real kube-apiserver (docs/bench/agent.json).
 bench-agent: bpffs
-	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tests/agent/
+	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tools/bench/agentbench/
 
 # What counting every pod costs: prog.Run ns/packet with flows on vs off,
 # TCP throughput monitored vs not, agent CPU at 1 Gbit/s (docs/bench/monitoring.json).
 bench-monitoring: bpffs
-	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestMonitoringCost -v -timeout 30m ./tests/agent/
+	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestMonitoringCost -v -timeout 30m ./tools/bench/agentbench/
 
 # README.md quotes docs/bench/ through this, never by hand.
 # The full kernel run as a figure: its summary (pass/fail per kernel, the

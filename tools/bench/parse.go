@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kubeshaper/kubeshaper/tools/bench/stats"
 )
 
 func lookPath(name string) (string, error) { return exec.LookPath(name) }
@@ -190,18 +192,4 @@ func medMinMax(v []float64) (med, lo, hi float64) {
 }
 
 // percentile by nearest rank (p in 0..100) of an unsorted slice.
-func percentile(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	k := int(math.Ceil(p/100*float64(len(s)))) - 1
-	if k < 0 {
-		k = 0
-	}
-	if k >= len(s) {
-		k = len(s) - 1
-	}
-	return s[k]
-}
+func percentile(v []float64, p float64) float64 { return stats.Percentile(v, p) }

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/kubeshaper/kubeshaper/tools/bench/stats"
 )
 
 // rateRep is one transfer.
@@ -148,18 +148,7 @@ func (b *bench) rateOnce(p *ratePoint, m modeSpec, rep int) (rr rateRep) {
 }
 
 // loadavg is the 1-minute load average (0 if unreadable).
-func loadavg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
-}
+func loadavg() float64 { return stats.LoadAvg() }
 
 // receiver is the interface whose rx counters measure direction d: pod B's
 // eth0 when pod A uploads (egress), pod A's eth0 when it downloads (ingress).

@@ -1,4 +1,4 @@
-package agent
+package agentbench
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func TestAgentScale(t *testing.T) {
 		t.Skip("a benchmark: run with KUBESHAPER_BENCH=1 (make bench)")
 	}
 	const npods, changes = 250, 200
-	w := newWorld(t)
+	w := agentenv.New(t, "ab")
 	pods := make([]*netlab.Pod, npods)
 	start := time.Now()
 	for i := range pods {
@@ -39,7 +39,7 @@ func TestAgentScale(t *testing.T) {
 	t.Logf("created %d netns pods and Pod objects in %v", npods, time.Since(start))
 
 	res := map[string]any{"pods": npods, "changes": changes}
-	ag := w.StartAgent(keepRules)
+	ag := w.StartAgent(agentenv.Options{})
 	res["startup_reconcile_ms"] = startupTook(t, ag)
 	res["rss_after_start_kib"] = rssKiB(t, ag)
 	w.WaitRate(pods[npods-1], rules.Egress, uint64(10+npods-1)*1e6)
@@ -83,7 +83,7 @@ func TestAgentScale(t *testing.T) {
 
 	// A restart adopts 250 pinned rules.
 	ag.Stop(t)
-	ag = w.StartAgent(cleanupRules)
+	ag = w.StartAgent(agentenv.Options{CleanupOnExit: true})
 	res["restart_reconcile_ms"] = startupTook(t, ag)
 	took := ag.Stop(t)
 	res["cleanup_250_pods_ms"] = ms(took)

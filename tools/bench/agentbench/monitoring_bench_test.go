@@ -1,11 +1,10 @@
-package agent
+package agentbench
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
+	"github.com/kubeshaper/kubeshaper/tools/bench/stats"
 )
 
 // TestMonitoringCost is the benchmark of monitoring (make bench; skipped
@@ -125,24 +125,25 @@ func progCost(t *testing.T) map[string]any {
 	for i := range rounds {
 		diffs = append(diffs, samples["MonitorFlows"][i]-samples["Monitor"][i])
 	}
+	lo, hi := stats.MinMax(diffs)
 	r := map[string]any{
 		"rounds":                        rounds,
 		"packets_per_round":             2000000,
-		"trivial_ns_per_pkt_median":     median(samples["Trivial"]),
-		"monitor_ns_per_pkt_median":     median(samples["Monitor"]),
-		"flows_ns_per_pkt_median":       median(samples["MonitorFlows"]),
-		"flows_extra_ns_median":         median(diffs),
-		"flows_extra_ns_min":            minOf(diffs),
-		"flows_extra_ns_max":            maxOf(diffs),
+		"trivial_ns_per_pkt_median":     stats.Median(samples["Trivial"]),
+		"monitor_ns_per_pkt_median":     stats.Median(samples["Monitor"]),
+		"flows_ns_per_pkt_median":       stats.Median(samples["MonitorFlows"]),
+		"flows_extra_ns_median":         stats.Median(diffs),
+		"flows_extra_ns_min":            lo,
+		"flows_extra_ns_max":            hi,
 		"monitor_ns_per_pkt_samples":    samples["Monitor"],
 		"flows_ns_per_pkt_samples":      samples["MonitorFlows"],
 		"goal_flows_extra_ns_at_most":   30.0,
-		"goal_met":                      median(diffs) <= 30,
-		"monitor_over_trivial_ns":       median(samples["Monitor"]) - median(samples["Trivial"]),
-		"monitor_flows_over_trivial_ns": median(samples["MonitorFlows"]) - median(samples["Trivial"]),
+		"goal_met":                      stats.Median(diffs) <= 30,
+		"monitor_over_trivial_ns":       stats.Median(samples["Monitor"]) - stats.Median(samples["Trivial"]),
+		"monitor_flows_over_trivial_ns": stats.Median(samples["MonitorFlows"]) - stats.Median(samples["Trivial"]),
 	}
 	t.Logf("prog.Run: trivial %.1f, monitor %.1f, monitor+flows %.1f ns/pkt; flows add %.1f ns (paired median, range %.1f…%.1f)",
-		r["trivial_ns_per_pkt_median"], r["monitor_ns_per_pkt_median"], r["flows_ns_per_pkt_median"], median(diffs), minOf(diffs), maxOf(diffs))
+		r["trivial_ns_per_pkt_median"], r["monitor_ns_per_pkt_median"], r["flows_ns_per_pkt_median"], stats.Median(diffs), lo, hi)
 	return r
 }
 
@@ -199,7 +200,7 @@ func throughputRatio(t *testing.T, pairs int, d time.Duration) map[string]any {
 		}
 		return bps
 	}
-	load0 := loadAvg()
+	load0 := stats.LoadAvg()
 	for i := range pairs {
 		var x, y float64
 		if i%2 == 0 {
@@ -218,22 +219,22 @@ func throughputRatio(t *testing.T, pairs int, d time.Duration) map[string]any {
 		"tool":                    "iperf3, one TCP stream pod a → node → pod b, " + d.String() + " per run after 1 s omitted, sender and receiver pinned to the last CPU at nice -20",
 		"pairs":                   pairs,
 		"order":                   "alternating (off,on),(on,off),…",
-		"off_gbit_median":         median(off) / 1e9,
-		"on_gbit_median":          median(on) / 1e9,
-		"ratio_median":            median(ratios),
-		"ratio_p25":               quantile(sorted, 0.25),
-		"ratio_p75":               quantile(sorted, 0.75),
+		"off_gbit_median":         stats.Median(off) / 1e9,
+		"on_gbit_median":          stats.Median(on) / 1e9,
+		"ratio_median":            stats.Median(ratios),
+		"ratio_p25":               stats.Quantile(sorted, 0.25),
+		"ratio_p75":               stats.Quantile(sorted, 0.75),
 		"ratio_min":               sorted[0],
 		"ratio_max":               sorted[len(sorted)-1],
-		"ratio_of_medians":        median(on) / median(off),
+		"ratio_of_medians":        stats.Median(on) / stats.Median(off),
 		"ratios":                  ratios,
 		"goal_ratio_at_least":     0.98,
-		"ratio_median_ci95":       medianCI(sorted),
-		"goal_met":                verdict(medianCI(sorted), 0.98),
-		"loadavg_1m_before_after": []float64{load0, loadAvg()},
+		"ratio_median_ci95":       stats.MedianCI(sorted),
+		"goal_met":                verdict(stats.MedianCI(sorted), 0.98),
+		"loadavg_1m_before_after": []float64{load0, stats.LoadAvg()},
 	}
 	t.Logf("throughput on/off: median ratio %.3f (IQR %.3f…%.3f, range %.3f…%.3f); off %.2f, on %.2f Gbit/s",
-		median(ratios), quantile(sorted, 0.25), quantile(sorted, 0.75), sorted[0], sorted[len(sorted)-1], median(off)/1e9, median(on)/1e9)
+		stats.Median(ratios), stats.Quantile(sorted, 0.25), stats.Quantile(sorted, 0.75), sorted[0], sorted[len(sorted)-1], stats.Median(off)/1e9, stats.Median(on)/1e9)
 	return r
 }
 
@@ -242,7 +243,7 @@ func throughputRatio(t *testing.T, pairs int, d time.Duration) map[string]any {
 // ~1 Gbit/s between them and /metrics is scraped every 5 s, and reads its
 // CPU time from /proc before and after; then the same without traffic.
 func agentCPU(t *testing.T, d time.Duration) map[string]any {
-	w := newWorld(t)
+	w := agentenv.New(t, "ab")
 	a, b := w.AddPod("a"), w.AddPod("b")
 	w.Pod(a, "client", map[string]string{"app": "client"}, nil)
 	w.Pod(b, "server", map[string]string{"app": "server"}, nil)
@@ -263,7 +264,7 @@ func agentCPU(t *testing.T, d time.Duration) map[string]any {
 			tick := time.NewTicker(5 * time.Second)
 			defer tick.Stop()
 			for {
-				if _, err := tryScrape(ag.Metrics); err == nil {
+				if _, err := agentenv.Scrape(ag.Metrics); err == nil {
 					n++
 				}
 				select {
@@ -361,7 +362,7 @@ func concurrentRatio(t *testing.T, runs int, d time.Duration) map[string]any {
 	defer iperfServer(t, b1.Netns, true)()
 	defer iperfServer(t, b2.Netns, true)()
 	var ratios, onR, offR []float64
-	load0 := loadAvg()
+	load0 := stats.LoadAvg()
 	for i := range runs {
 		m := i % 2
 		set(m)
@@ -386,56 +387,28 @@ func concurrentRatio(t *testing.T, runs int, d time.Duration) map[string]any {
 	sorted := append([]float64(nil), ratios...)
 	sort.Float64s(sorted)
 	t.Logf("concurrent on/off: median ratio %.3f (IQR %.3f…%.3f, range %.3f…%.3f)",
-		median(ratios), quantile(sorted, 0.25), quantile(sorted, 0.75), sorted[0], sorted[len(sorted)-1])
+		stats.Median(ratios), stats.Quantile(sorted, 0.25), stats.Quantile(sorted, 0.75), sorted[0], sorted[len(sorted)-1])
 	return map[string]any{
 		"tool":                    "two iperf3 TCP streams at once over two identical pod pairs, one monitored (alternating), " + d.String() + " per run after 1 s omitted, all four iperf3 pinned to the last CPU at nice -20",
 		"runs":                    runs,
-		"ratio_median":            median(ratios),
-		"ratio_p25":               quantile(sorted, 0.25),
-		"ratio_p75":               quantile(sorted, 0.75),
+		"ratio_median":            stats.Median(ratios),
+		"ratio_p25":               stats.Quantile(sorted, 0.25),
+		"ratio_p75":               stats.Quantile(sorted, 0.75),
 		"ratio_min":               sorted[0],
 		"ratio_max":               sorted[len(sorted)-1],
-		"on_gbit_median":          median(onR) / 1e9,
-		"off_gbit_median":         median(offR) / 1e9,
+		"on_gbit_median":          stats.Median(onR) / 1e9,
+		"off_gbit_median":         stats.Median(offR) / 1e9,
 		"ratios":                  ratios,
-		"loadavg_1m_before_after": []float64{load0, loadAvg()},
+		"loadavg_1m_before_after": []float64{load0, stats.LoadAvg()},
 		"goal_ratio_at_least":     0.98,
-		"ratio_median_ci95":       medianCI(sorted),
-		"goal_met":                verdict(medianCI(sorted), 0.98),
+		"ratio_median_ci95":       stats.MedianCI(sorted),
+		"goal_met":                verdict(stats.MedianCI(sorted), 0.98),
 	}
-}
-
-// medianCI is a distribution-free confidence interval (≥ 95 %) of the
-// median: order statistics k and n-1-k of the sorted values, k the largest
-// with P(Binomial(n, ½) ≤ k) ≤ 2.5 %.
-func medianCI(sorted []float64) []float64 {
-	n := len(sorted)
-	k, cum := -1, 0.0
-	for i := 0; i < n; i++ {
-		cum += binom(n, i) / math.Pow(2, float64(n))
-		if cum > 0.025 {
-			break
-		}
-		k = i
-	}
-	if k < 0 {
-		return []float64{sorted[0], sorted[n-1]}
-	}
-	// The interval [X(k+1), X(n-k)] in 1-based order statistics.
-	return []float64{sorted[k], sorted[n-1-k]}
-}
-
-func binom(n, k int) float64 {
-	r := 1.0
-	for i := 1; i <= k; i++ {
-		r = r * float64(n-k+i) / float64(i)
-	}
-	return r
 }
 
 // verdict says whether the goal (ratio ≥ at) is met with 95 % confidence,
 // missed, or not decided by measurements this noisy.
-func verdict(ci []float64, at float64) string {
+func verdict(ci [2]float64, at float64) string {
 	switch {
 	case ci[0] >= at:
 		return "yes"
@@ -443,16 +416,6 @@ func verdict(ci []float64, at float64) string {
 		return "no"
 	}
 	return "undecided (the 95 % interval of the median spans the goal)"
-}
-
-func loadAvg() float64 {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
 }
 
 func datapathCounters(t *testing.T, w *agentenv.World, p *netlab.Pod) (datapath.Counters, bool, error) {
@@ -558,41 +521,6 @@ func tryIperfClient(netns, server string, d time.Duration, rate string, pin bool
 		return 0, fmt.Errorf("iperf3 output: %v\n%s", err, out)
 	}
 	return r.End.SumReceived.BitsPerSecond, nil
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return quantile(s, 0.5)
-}
-
-// quantile of sorted values, interpolated.
-func quantile(s []float64, q float64) float64 {
-	if len(s) == 0 {
-		return math.NaN()
-	}
-	pos := q * float64(len(s)-1)
-	i := int(pos)
-	if i+1 >= len(s) {
-		return s[len(s)-1]
-	}
-	return s[i] + (pos-float64(i))*(s[i+1]-s[i])
-}
-
-func minOf(v []float64) float64 {
-	m := math.Inf(1)
-	for _, x := range v {
-		m = math.Min(m, x)
-	}
-	return m
-}
-
-func maxOf(v []float64) float64 {
-	m := math.Inf(-1)
-	for _, x := range v {
-		m = math.Max(m, x)
-	}
-	return m
 }
 
 func ifindexByName(name string) (int, error) {
