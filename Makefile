@@ -181,7 +181,8 @@ deploy:
 
 # `make e2e` (CI): tests/e2e on the bridge cluster. `make e2e CNI=cilium`
 # (or flannel): tests/e2ecni under that CNI, every mode (Cilium: tcx, legacy
-# tc, BPF host routing), results in docs/bench/cni.json.
+# tc, BPF host routing), results in docs/bench/cni.json. E2E_INSTALL=helm
+# installs kubeshaper with the Helm chart instead of kustomize.
 e2e: bpffs
 	tools/deps.sh cluster
 ifeq ($(CNI),bridge)

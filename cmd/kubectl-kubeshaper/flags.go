@@ -13,14 +13,15 @@ import (
 // kubeFlags are the flags every cluster-facing command takes, as kubectl
 // spells them.
 type kubeFlags struct {
-	kubeconfig, context, namespace, agentNS string
-	allNamespaces                           bool
-	timeout                                 time.Duration
+	kubeconfig, context, namespace, agentNS, as string
+	allNamespaces                               bool
+	timeout                                     time.Duration
 }
 
 func (k *kubeFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, ~/.kube/config)")
 	fs.StringVar(&k.context, "context", "", "kubeconfig context")
+	fs.StringVar(&k.as, "as", "", "user to impersonate, as kubectl --as")
 	fs.StringVar(&k.namespace, "n", "", "namespace (default: the context's)")
 	fs.StringVar(&k.namespace, "namespace", "", "namespace (default: the context's)")
 	fs.StringVar(&k.agentNS, "agent-namespace", "kubeshaper-system", "namespace of kubeshaper's agents")
@@ -31,7 +32,9 @@ func (k *kubeFlags) add(fs *flag.FlagSet) {
 func (k *kubeFlags) client() (kubernetes.Interface, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = k.kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.context})
+	over := &clientcmd.ConfigOverrides{CurrentContext: k.context}
+	over.AuthInfo.Impersonate = k.as
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, over)
 	cfg, err := cc.ClientConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("kubeconfig: %w", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/nodestatus"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
+	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
@@ -184,6 +185,21 @@ func TestStatusAcrossAgents(t *testing.T) {
 		return strings.Contains(string(out), `Warning InvalidAnnotation`) && strings.Contains(string(out), "Invalid (left out"), string(out)
 	})
 
+	// RBAC: a user given exactly what the chart's rbac.statusReaders
+	// grants (kubeshaper-status-reader: get pods/proxy, and listing the
+	// agents' pods, both in the agents' namespace only) sees every pod;
+	// a user without it is refused.
+	applyChartRBAC(t, w)
+	out, stderr, code := runPlugin(t, plugin, w, "status", "-A", "-o", "json", "--as", "ops")
+	var asOps report
+	if err := json.Unmarshal(out, &asOps); err != nil || code != 0 || len(asOps.Pods) != len(rep.Pods) {
+		t.Errorf("status -A --as ops (the chart's status reader): exit %d, %d pods (want %d), stderr %q", code, len(asOps.Pods), len(rep.Pods), stderr)
+	}
+	_, stderr, code = runPlugin(t, plugin, w, "status", "-A", "--as", "nobody")
+	if code != 2 || !strings.Contains(stderr, "forbidden") {
+		t.Errorf("status -A --as nobody: exit %d, stderr %q; want 2 and forbidden", code, stderr)
+	}
+
 	// node2's agent stops answering (SIGSTOP: its socket still accepts, it
 	// never replies): the plugin answers within the per-node timeout,
 	// names node2, and still shows node1's pods.
@@ -193,7 +209,7 @@ func TestStatusAcrossAgents(t *testing.T) {
 	t.Cleanup(func() { ag2.Cmd.Process.Signal(syscall.SIGCONT) })
 	const timeout = 2 * time.Second
 	start := time.Now()
-	out, stderr, code := runPlugin(t, plugin, w, "status", "-A", "-o", "json", "--timeout", timeout.String())
+	out, stderr, code = runPlugin(t, plugin, w, "status", "-A", "-o", "json", "--timeout", timeout.String())
 	took := time.Since(start)
 	rep = report{}
 	if err := json.Unmarshal(out, &rep); err != nil {
@@ -296,4 +312,36 @@ func runPlugin(t *testing.T, bin string, w *agentenv.World, args ...string) (std
 		t.Fatal(err)
 	}
 	return out.Bytes(), errb.String(), code
+}
+
+// applyChartRBAC applies the chart's RBAC with rbac.statusReaders = user
+// "ops" (helm from tools/helmbin, kubectl from the Kubernetes cache).
+func applyChartRBAC(t *testing.T, w *agentenv.World) {
+	t.Helper()
+	repo, err := kubeenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helm, err := exec.Command(filepath.Join(repo, "tools", "helmbin", "build.sh")).Output()
+	if err != nil {
+		t.Fatalf("tools/helmbin/build.sh: %v", err)
+	}
+	yaml, err := exec.Command(strings.TrimSpace(string(helm)), "template", "kubeshaper", filepath.Join(repo, "manifests", "helm", "kubeshaper"),
+		"--namespace", agentNS, "--show-only", "templates/rbac.yaml",
+		"--set", "rbac.statusReaders[0].kind=User", "--set", "rbac.statusReaders[0].name=ops",
+		"--set", "rbac.statusReaders[0].apiGroup=rbac.authorization.k8s.io").Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	f := filepath.Join(t.TempDir(), "rbac.yaml")
+	if err := os.WriteFile(f, yaml, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl, err := kubeenv.ComponentBinary(t.Context(), "kubectl", t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(kubectl, "--kubeconfig", w.Env.KubeconfigPath(), "apply", "-f", f).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
 }

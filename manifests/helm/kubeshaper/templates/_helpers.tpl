@@ -1,5 +1,3 @@
 {{- define "kubeshaper.labels" -}}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- with .Values.commonLabels }}{{ toYaml . }}{{ end }}
 {{- end -}}
