@@ -49,6 +49,8 @@ type options struct {
 	nsSelector    string
 	maxPods       int
 	flowEntries   int
+	standard      string
+	yieldTo       string
 }
 
 func main() {
@@ -69,6 +71,8 @@ func main() {
 	fs.IntVar(&o.flowEntries, "flow-entries", datapath.DefaultFlowEntries, "bound of the per-flow map (least recently seen flows are evicted beyond it)")
 	addImpairFlags(fs, &o.impair)
 	addMonitorFlags(fs, &o.mon)
+	fs.StringVar(&o.standard, "standard-annotations", "auto", "kubernetes.io/{in,e}gress-bandwidth: auto (enforce them unless the CNI bandwidth plugin or Cilium's bandwidth manager already does, then step back with an Event), on (always), off (never)")
+	fs.StringVar(&o.yieldTo, "tcx-yield-to", "", "comma-separated tcx program names (as bpftool shows them) that kubeshaper lets run first on a pod's hooks instead of taking the head; pods behind one that ends the hook are reported not enforced")
 	fs.StringVar(&o.nsSelector, "namespace-selector", "", "label selector on Namespaces (e.g. 'kubeshaper.io/allowed=true'): only their pods are shaped and counted; pods of other namespaces are left alone even when annotated (default: every namespace)")
 	fs.Parse(os.Args[1:])
 
@@ -79,6 +83,10 @@ func main() {
 	}
 	nsSel, err := parseNamespaceSelector(o.nsSelector)
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubeshaper-agent: %v\n", err)
+		os.Exit(2)
+	}
+	if o.standard, err = reconcile.ParseStandardAnnotations(o.standard); err != nil {
 		fmt.Fprintf(os.Stderr, "kubeshaper-agent: %v\n", err)
 		os.Exit(2)
 	}
@@ -190,7 +198,10 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
 
 	node := shaper.NewNode(dp, o.nodeNetns, o.impair.programDir)
-	rec := reconcile.New(w, node, recorder, log, reconcile.Options{})
+	if o.yieldTo != "" {
+		node.SetYieldTo(strings.Split(o.yieldTo, ","))
+	}
+	rec := reconcile.New(w, node, recorder, log, reconcile.Options{StandardAnnotations: o.standard})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

@@ -220,21 +220,24 @@ func AttachTCXFirst(ifindex int, hook Hook, prog *ebpf.Program, pin string, yiel
 	if lead > 0 {
 		anchor = link.AfterProgramByID(after)
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: hook.attachType(), Anchor: anchor})
-	if err != nil {
-		return 0, false, failHook(op, ifindex, hook, err)
-	}
-	defer l.Close()
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 		return 0, false, failHook(op, ifindex, hook, err)
 	}
-	// Release the old link (unpin; our handle closes), then pin the new
-	// one in its place.
+	// A program appears at most once in a tcx chain (EEXIST), so ours
+	// cannot be attached at the head beside its old place: the old link
+	// is released first. The hook runs without us for the two syscalls
+	// in between (microseconds); never two of ours, never a foreign one
+	// displaced.
 	if have {
 		if err := unpin(pin); err != nil {
 			return 0, false, failHook(op, ifindex, hook, err)
 		}
 	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: hook.attachType(), Anchor: anchor})
+	if err != nil {
+		return 0, false, failHook(op, ifindex, hook, err)
+	}
+	defer l.Close()
 	if err := l.Pin(pin); err != nil {
 		return 0, false, failHook(op, ifindex, hook, fmt.Errorf("pin %s: %w", pin, err))
 	}

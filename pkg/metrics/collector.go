@@ -217,6 +217,8 @@ var (
 		"Wire bits per second that passed kubeshaper's hook (seen minus dropped) over the sliding window (the agent's --rate-window, default 30 s).")
 	descAchievedLoss = desc("kubeshaper_pod_achieved_loss_ratio",
 		"Injected-loss drops / packets seen over the sliding window; absent when no packet was seen in it.")
+	descEnforced = desc("kubeshaper_pod_enforced",
+		"1 when kubeshaper's program is verified to see the direction's traffic first (placement and counters, judged every 2 s), 0 when another program ends the hook before it or deliveries bypass it (see the Bypassed Event and `kubeshaper status` for the reason); absent before the first judgement.")
 	descPodInfo = prometheus.NewDesc("kubeshaper_pod_info",
 		"A pod kubeshaper counts, with its host veth.",
 		[]string{"namespace", "pod", "workload", "workload_kind", "uid", "host_veth"}, nil)
@@ -227,7 +229,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descDropBytes, descRetrans, descRuleRate, descRuleLoss,
-		descRuleInfo, descAchievedRate, descAchievedLoss, descAchievedRetrans, descPodInfo, descReadErrors} {
+		descRuleInfo, descAchievedRate, descAchievedLoss, descAchievedRetrans, descEnforced, descPodInfo, descReadErrors} {
 		ch <- d
 	}
 }
@@ -261,6 +263,13 @@ func (c *Collector) collectDirection(ch chan<- prometheus.Metric, v reconcile.Po
 	with := func(extra string) []string { return append(append(make([]string, 0, len(lv)+1), lv...), extra) }
 	ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(cnt.Packets), lv...)
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(cnt.Bytes), lv...)
+	if v.Judged {
+		e := 0.0
+		if v.Enforcement[d].Enforced {
+			e = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descEnforced, prometheus.GaugeValue, e, lv...)
+	}
 	for i, name := range datapath.ReasonNames {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(cnt.DropPackets[i]), with(name)...)
 		ch <- prometheus.MustNewConstMetric(descDropBytes, prometheus.CounterValue, float64(cnt.DropBytes[i]), with(name)...)

@@ -37,6 +37,8 @@ const (
 type Options struct {
 	// RetryNotReady is how soon a pod whose netns is not up yet is retried.
 	RetryNotReady time.Duration
+	// StandardAnnotations: auto (default), on or off (standard.go).
+	StandardAnnotations string
 }
 
 // podState is what this process applied to one pod.
@@ -72,6 +74,9 @@ type Reconciler struct {
 	// resync does not post the same Event again (no storms).
 	posted map[string]string
 
+	// hold is the position holder's state (position.go).
+	hold holder
+
 	counters
 }
 
@@ -81,10 +86,14 @@ func New(w *kube.Watcher, node Node, events record.EventRecorder, log *logrus.En
 	if opts.RetryNotReady == 0 {
 		opts.RetryNotReady = time.Second
 	}
+	if opts.StandardAnnotations == "" {
+		opts.StandardAnnotations = StandardAuto
+	}
 	r := &Reconciler{
 		w: w, node: node,
 		events: events, log: log, opts: opts,
 		applied: map[string]*podState{}, posted: map[string]string{},
+		hold: holder{pos: map[string]*position{}},
 	}
 	r.followServices()
 	return r
@@ -119,6 +128,7 @@ func (r *Reconciler) Sync(key string) error {
 	if err != nil {
 		return err
 	}
+	pod = r.standardKeys(key, pod)
 	want := DesiredFor(pod, svcs)
 	r.reportInvalid(pod, svcs, want)
 	pol, ended, err := r.effective(key, pod, want)
@@ -213,6 +223,13 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 		msg := "rules removed: counted only"
 		if !want.IsEmpty() {
 			msg = want.String()
+		}
+		// Applied only for rules in force: where another tool's program
+		// runs first (one kubeshaper yields to), say so instead.
+		if why := r.notInForce(ifc, want); why != "" {
+			r.warnOnce(pod, ReasonBypassed, fmt.Sprintf("%s on %s is not enforced: %s", msg, ifc.Name, why))
+			r.log.WithFields(logrus.Fields{"pod": key, "veth": ifc.Name, "rules": msg}).Warn("applied, not enforced: " + why)
+			return nil
 		}
 		r.events.Event(pod, corev1.EventTypeNormal, ReasonApplied, fmt.Sprintf("%s on %s", msg, ifc.Name))
 		r.log.WithFields(logrus.Fields{"pod": key, "veth": ifc.Name, "rules": msg}).Info("applied")

@@ -70,6 +70,7 @@ func (r *Reconciler) Run(stop <-chan struct{}, workers int, gcEvery time.Duratio
 			done <- struct{}{}
 		}()
 	}
+	go r.holdPositions(stop)
 	t := time.NewTicker(gcEvery)
 	defer t.Stop()
 	for {

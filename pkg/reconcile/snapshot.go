@@ -20,6 +20,13 @@ type PodView struct {
 	// Iface is the pod's interface as applied (host veth and pod side),
 	// for the agent's /status to judge enforcement through shaper.Node.
 	Iface shaper.Interface
+	// Enforcement is the position holder's latest judgement per direction
+	// (enforced, reason, attachment…; JSON field names are stable: the
+	// agent's /status and the kubectl plugin show them). Judged false
+	// until the first judgement.
+	Enforcement [2]shaper.Enforcement
+	// Judged: Enforcement holds a judgement (the holder runs every 2 s).
+	Judged bool
 }
 
 // Snapshot lists the pods the agent currently applies state to, by key.
@@ -30,6 +37,9 @@ func (r *Reconciler) Snapshot() []PodView {
 		out = append(out, PodView{Key: k, UID: st.uid, Ifindex: st.ifc.Index, HostVeth: st.ifc.Name, Policy: st.policy.Clone(), Iface: st.ifc})
 	}
 	r.mu.Unlock()
+	for i := range out {
+		out[i].Enforcement, out[i].Judged = r.Enforcement(out[i].Key)
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
 }
