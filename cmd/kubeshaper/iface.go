@@ -99,10 +99,17 @@ func target(cmd string, args []string) (shaper.Interface, []string, error) {
 	netns := fs.String("netns", "", "the pod's network namespace (a path, e.g. /var/run/netns/NAME or /proc/PID/ns/net)")
 	podIface := fs.String("pod-iface", "", "the pod's interface in --netns (e.g. eth0): the rule runs there, both directions")
 	podSide := fs.String("pod-side", "", "directions to run on the pod's own interface: egress, ingress or both")
+	yield := fs.String("tcx-yield-to", "", "comma-separated tcx program names that keep running before kubeshaper's (it is then reported not enforced where they end the hook)")
 	if err := fs.Parse(args); err != nil {
 		return shaper.Interface{}, nil, badInput("iface %s: %v", cmd, err)
 	}
 	rest := fs.Args()
+	if *yield != "" {
+		yieldTo = map[string]bool{}
+		for _, n := range strings.Split(*yield, ",") {
+			yieldTo[n] = true
+		}
+	}
 	var ifc shaper.Interface
 	var err error
 	switch {
@@ -139,6 +146,9 @@ func target(cmd string, args []string) (shaper.Interface, []string, error) {
 	}
 	return ifc, rest, nil
 }
+
+// yieldTo is iface apply's --tcx-yield-to, for openShaper.
+var yieldTo map[string]bool
 
 // resolvePodEnd finds the host veth paired with the pod's interface: its
 // peer, in this netns.
@@ -196,6 +206,7 @@ func openShaper() (*shaper.Shaper, func(), error) {
 		return nil, nil, err
 	}
 	sh := shaper.New(dp)
+	sh.YieldTo = yieldTo
 	return sh, func() { sh.ClosePacing(); dp.Close() }, nil
 }
 

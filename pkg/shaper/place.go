@@ -88,7 +88,7 @@ func (s *Shaper) place(site hookSite, prog *ebpf.Program) (moved bool, err error
 		}
 	}
 	foreignFirst = foreignFirst && ours // without ours, adding it makes it first
-	if attach.TCXSupported() && (onTCX || foreignTCX || foreignFirst) {
+	if attach.TCXSupported() && (s.PreferTCX || onTCX || foreignTCX || foreignFirst) {
 		_, moved, err := attach.AttachTCXFirst(site.ifindex, site.hook, prog, site.pin, s.YieldTo)
 		if err != nil {
 			return false, err

@@ -72,6 +72,10 @@ type Shaper struct {
 	YieldTo map[string]bool
 
 	pacing pacingState
+	// PreferTCX attaches as a tcx link at the head even where no other
+	// program is on the hook (where the kernel has tcx): for measuring
+	// the tcx path against cls_bpf, and for admins who want it.
+	PreferTCX bool
 }
 
 // New returns a Shaper using dp, with per-flow records on.

@@ -82,7 +82,7 @@ var takeovers = []takeover{
 // program still there. Takeovers of one pod are 5.1 s apart: closer, the
 // agent would (rightly) see a fight and back off (3 retakes in 10 s).
 // With KUBESHAPER_BENCH=1: 7 pods × 3 takeovers, p50/p99 into
-// docs/bench/cni.json.
+// docs/bench/coexistence.json.
 func TestAgentHoldsPosition(t *testing.T) {
 	if !attach.TCXSupported() {
 		t.Skip("the kernel has no tcx")
@@ -151,7 +151,7 @@ func TestAgentHoldsPosition(t *testing.T) {
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	if bench.On() && len(took) > 0 {
 		q := func(f float64) float64 { return took[min(len(took)-1, int(f*float64(len(took))))].Seconds() * 1e3 }
-		bench.Write(t, "docs/bench/cni.json", "restore", map[string]any{
+		bench.Write(t, "docs/bench/coexistence.json", "restore", map[string]any{
 			"takeovers":    len(took),
 			"p50_ms":       q(0.5),
 			"p99_ms":       q(0.99),
@@ -275,11 +275,12 @@ func TestAgentMovesBypassedPodSide(t *testing.T) {
 		}
 	}
 	// Traffic while the agent judges (every 2 s).
-	go netlab.TCPRate(pa, pb, 6*time.Second)
+	streamed := make(chan struct{})
+	go func() { netlab.TCPRate(pa, pb, 5*time.Second); close(streamed) }()
 	w.Eventually(10*time.Second, "a MovedPodSide Event", func() (bool, string) {
 		return len(w.Events("b", "MovedPodSide")) > 0, fmt.Sprint(w.Events("b", ""))
 	})
-	time.Sleep(6 * time.Second) // the background stream ends
+	<-streamed
 	got, err := netlab.TCPRate(pa, pb, 3*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ func main() {
 		"BENCH-PLUGIN":      pluginStatus,
 		"BENCH-LINT":        lintRun,
 		"BENCH-PACING":      pacingTables,
+		"BENCH-COEXIST":     coexistTable,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
