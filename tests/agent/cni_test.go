@@ -1,13 +1,10 @@
 package agent
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +19,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/tests/bench"
 	"github.com/kubeshaper/kubeshaper/tests/foreign"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
+	"github.com/kubeshaper/kubeshaper/tools/bench/stats"
 )
 
 // ourFirst reports whether kubeshaper's program is the first to run on the
@@ -159,7 +157,7 @@ func TestAgentHoldsPosition(t *testing.T) {
 			"kinds":        []string{takeovers[0].name, takeovers[1].name, takeovers[2].name},
 			"pods":         pods,
 			"poll_tcx_ms":  250,
-			"load_average": bench.LoadAverage(),
+			"load_average": stats.LoadAvg(),
 		})
 	}
 }
@@ -224,7 +222,7 @@ func TestAgentBacksOffAFight(t *testing.T) {
 		return false, fmt.Sprint(w.Events("fight", ""))
 	})
 	w.Eventually(8*time.Second, "kubeshaper_pod_enforced{direction=egress} 0", func() (bool, string) {
-		v, err := labelledMetric(a, "kubeshaper_pod_enforced", `direction="egress"`)
+		v, err := labelledMetric(a, "kubeshaper_pod_enforced", "direction", "egress")
 		return err == nil && v == 0, fmt.Sprint(v, err)
 	})
 }
@@ -320,22 +318,17 @@ func TestStandardAnnotationsStepBack(t *testing.T) {
 	}
 }
 
-// labelledMetric reads the first sample of name whose labels contain sel.
-func labelledMetric(a *agentenv.Agent, name, sel string) (float64, error) {
-	resp, err := (&net.Dialer{}).Dial("tcp", a.Metrics)
+// labelledMetric reads the first sample of name whose labels include
+// label=value.
+func labelledMetric(a *agentenv.Agent, name, label, value string) (float64, error) {
+	all, err := agentenv.Scrape(a.Metrics)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Close()
-	fmt.Fprintf(resp, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-	sc := bufio.NewScanner(resp)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(l, name+"{") && strings.Contains(l, sel) {
-			f := strings.Fields(l)
-			return strconv.ParseFloat(f[len(f)-1], 64)
+	for k, v := range all {
+		if strings.HasPrefix(k, name+"{") && (strings.Contains(k, label+"="+value) || strings.Contains(k, label+`="`+value+`"`)) {
+			return v, nil
 		}
 	}
-	return 0, fmt.Errorf("no sample %s{%s}", name, sel)
+	return 0, fmt.Errorf("no sample %s{%s=%s}", name, label, value)
 }

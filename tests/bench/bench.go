@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
@@ -16,19 +15,6 @@ import (
 
 // On reports whether figures are to be measured and written.
 func On() bool { return os.Getenv("KUBESHAPER_BENCH") != "" }
-
-// LoadAverage is /proc/loadavg's first three fields, quoted beside figures.
-func LoadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
 
 // Write sets section of the JSON object in rel (relative to the repository
 // root) to v, keeping the other sections.

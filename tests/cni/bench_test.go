@@ -21,6 +21,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/tests/foreign"
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
+	"github.com/kubeshaper/kubeshaper/tools/bench/stats"
 )
 
 // The figures of issue 11 (make bench-cni → docs/bench/coexistence.json): the
@@ -94,15 +95,6 @@ func ratios(t *testing.T, from, to *netlab.Pod) []float64 {
 	return r
 }
 
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s) == 0 {
-		return 0
-	}
-	return s[len(s)/2]
-}
-
 type cliCase struct {
 	Setup   string       `json:"setup"`
 	Before  []float64    `json:"before_ratios,omitempty"`
@@ -121,7 +113,7 @@ func TestBenchCLI(t *testing.T) {
 	if !attach.TCXSupported() {
 		t.Skip("needs tcx")
 	}
-	res := map[string]any{"limit_bits": limit, "reps": benchReps, "window_s": benchWindow.Seconds(), "load_average_start": bench.LoadAverage()}
+	res := map[string]any{"limit_bits": limit, "reps": benchReps, "window_s": benchWindow.Seconds(), "load_average_start": stats.LoadAvg()}
 	egress := `bandwidth=50mbit egress`
 
 	// kubeshaper alone.
@@ -129,7 +121,7 @@ func TestBenchCLI(t *testing.T) {
 		f := setup(t)
 		f.cli(t, "iface", "apply", f.a.HostVeth, egress)
 		r := ratios(t, f.a, f.b)
-		res["alone"] = cliCase{Setup: "kubeshaper alone", Action: "iface apply", After: r, Median: median(r),
+		res["alone"] = cliCase{Setup: "kubeshaper alone", Action: "iface apply", After: r, Median: stats.Median(r),
 			StatusA: f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")}
 		f.cli(t, "iface", "clear", f.a.HostVeth)
 	}
@@ -146,7 +138,7 @@ func TestBenchCLI(t *testing.T) {
 		c.Action = "iface apply again: kubeshaper moves to the tcx head"
 		f.cli(t, "iface", "apply", f.a.HostVeth, egress)
 		c.After = ratios(t, f.a, f.b)
-		c.Median = median(c.After)
+		c.Median = stats.Median(c.After)
 		c.StatusA = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
 		res["tcx_tail_ok"] = c
 		f.cli(t, "iface", "clear", f.a.HostVeth)
@@ -169,7 +161,7 @@ func TestBenchCLI(t *testing.T) {
 		c.Action = "iface apply again: kubeshaper moves to the tcx head, the other filter stays"
 		f.cli(t, "iface", "apply", f.a.HostVeth, egress)
 		c.After = ratios(t, f.a, f.b)
-		c.Median = median(c.After)
+		c.Median = stats.Median(c.After)
 		c.StatusA = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
 		res["clsbpf_pref1_after"] = c
 		f.cli(t, "iface", "clear", f.a.HostVeth)
@@ -195,7 +187,7 @@ func TestBenchCLI(t *testing.T) {
 		c.Action = "iface apply --pod-side ingress: the rule runs on b's eth0 tc ingress"
 		f.cli(t, "iface", "apply", "--pod-side", "ingress", f.b.HostVeth, in)
 		c.After = ratios(t, f.a, f.b)
-		c.Median = median(c.After)
+		c.Median = stats.Median(c.After)
 		c.StatusA = f.statusDuring(t, f.a, f.b, f.b.HostVeth, "ingress")
 		res["peer_redirect_ingress"] = c
 		f.cli(t, "iface", "clear", f.b.HostVeth)
@@ -208,7 +200,7 @@ func TestBenchCLI(t *testing.T) {
 		f.cli(t, "iface", "apply", "--tcx-yield-to", foreign.OK, f.a.HostVeth, egress)
 		c := cliCase{Setup: "tcx program at the head returning TC_ACT_OK that must not be displaced (--tcx-yield-to)", Action: "iface apply --tcx-yield-to foreign_ok"}
 		c.After = ratios(t, f.a, f.b)
-		c.Median = median(c.After)
+		c.Median = stats.Median(c.After)
 		c.StatusA = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
 		if c.StatusA.Enforced {
 			t.Errorf("yielded head program that ends the hook: status says enforced")
@@ -216,7 +208,7 @@ func TestBenchCLI(t *testing.T) {
 		res["yield_head"] = c
 		f.cli(t, "iface", "clear", f.a.HostVeth)
 	}
-	res["load_average_end"] = bench.LoadAverage()
+	res["load_average_end"] = stats.LoadAvg()
 	bench.Write(t, "docs/bench/coexistence.json", "cli", res)
 }
 
@@ -254,15 +246,15 @@ func TestBenchCost(t *testing.T) {
 			ns[m] = append(ns[m], 1e9/pps)
 		}
 	}
-	out := map[string]any{"rounds": rounds, "packet_bytes": 64, "seconds": 2, "load_average": bench.LoadAverage()}
+	out := map[string]any{"rounds": rounds, "packet_bytes": 64, "seconds": 2, "load_average": stats.LoadAvg()}
 	for _, m := range modes {
 		sort.Float64s(ns[m])
 		out[m+"_ns_per_packet"] = ns[m]
-		out[m+"_median_ns"] = median(ns[m])
+		out[m+"_median_ns"] = stats.Median(ns[m])
 	}
-	out["cls_bpf_minus_none_ns"] = median(ns["cls_bpf"]) - median(ns["none"])
-	out["tcx_minus_none_ns"] = median(ns["tcx"]) - median(ns["none"])
-	out["tcx_minus_cls_bpf_ns"] = median(ns["tcx"]) - median(ns["cls_bpf"])
+	out["cls_bpf_minus_none_ns"] = stats.Median(ns["cls_bpf"]) - stats.Median(ns["none"])
+	out["tcx_minus_none_ns"] = stats.Median(ns["tcx"]) - stats.Median(ns["none"])
+	out["tcx_minus_cls_bpf_ns"] = stats.Median(ns["tcx"]) - stats.Median(ns["cls_bpf"])
 	bench.Write(t, "docs/bench/coexistence.json", "cost", out)
 }
 

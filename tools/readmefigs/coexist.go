@@ -27,8 +27,8 @@ func coexistTable() (string, error) {
 		CLI struct {
 			Reps      int     `json:"reps"`
 			Window    float64 `json:"window_s"`
-			LoadStart string  `json:"load_average_start"`
-			LoadEnd   string  `json:"load_average_end"`
+			LoadStart float64 `json:"load_average_start"`
+			LoadEnd   float64 `json:"load_average_end"`
 			Alone     cliCase `json:"alone"`
 			TCXTail   cliCase `json:"tcx_tail_ok"`
 			ClsBPF    cliCase `json:"clsbpf_pref1_after"`
@@ -40,7 +40,7 @@ func coexistTable() (string, error) {
 			P50       float64 `json:"p50_ms"`
 			P99       float64 `json:"p99_ms"`
 			Max       float64 `json:"max_ms"`
-			Load      string  `json:"load_average"`
+			Load      float64 `json:"load_average"`
 		} `json:"restore"`
 		Cost map[string]any `json:"cost"`
 	}
@@ -73,7 +73,7 @@ func coexistTable() (string, error) {
 	}
 	var b strings.Builder
 	c := doc.CLI
-	fmt.Fprintf(&b, "50 Mbit/s limit, wire rate at the receiving pod's eth0 over %d windows of %.0f s (ratio to the limit), `kubeshaper status --json --window 2s` during traffic; load average %s → %s:\n\n", c.Reps, c.Window, c.LoadStart, c.LoadEnd)
+	fmt.Fprintf(&b, "50 Mbit/s limit, wire rate at the receiving pod's eth0 over %d windows of %.0f s (ratio to the limit), `kubeshaper status --json --window 2s` during traffic; load average %.2f → %.2f:\n\n", c.Reps, c.Window, c.LoadStart, c.LoadEnd)
 	b.WriteString("| setup | before (rule put first) | status before | what kubeshaper does | after | status after |\n|---|---|---|---|---|---|\n")
 	for _, k := range []cliCase{c.Alone, c.TCXTail, c.ClsBPF, c.Peer, c.Yield} {
 		before, sb := "—", "—"
@@ -84,7 +84,7 @@ func coexistTable() (string, error) {
 	}
 	r := doc.Restore
 	if r.Takeovers > 0 {
-		fmt.Fprintf(&b, "\nPosition retaken by the agent after another tool took it (deleted our filter, added a cls_bpf filter before it, attached a tcx program at the head): **p50 %.0f ms, p99 %.0f ms** (max %.0f ms) over %d takeovers; load average %s.\n", r.P50, r.P99, r.Max, r.Takeovers, r.Load)
+		fmt.Fprintf(&b, "\nPosition retaken by the agent after another tool took it (deleted our filter, added a cls_bpf filter before it, attached a tcx program at the head): **p50 %.0f ms, p99 %.0f ms** (max %.0f ms) over %d takeovers; load average %.2f.\n", r.P50, r.P99, r.Max, r.Takeovers, r.Load)
 	}
 	if len(doc.Cost) > 0 {
 		f := func(k string) float64 { v, _ := doc.Cost[k].(float64); return v }
