@@ -161,11 +161,13 @@ readme-figures:
 
 # The plugin's figures for the README: lint on its test directory, and the
 # real-node e2e installed with Helm writing `kubectl kubeshaper status -A`
-# beside the agent's own status (docs/bench/plugin-status.md).
+# beside the agent's own status (docs/bench/plugin-status.md). Takes the
+# machine's cluster lock, then the bench lock (the order other real-node
+# benchmarks take them in: the other order can deadlock).
 plugin-figures: build
 	{ echo '$$ kubectl kubeshaper lint -f cmd/kubectl-kubeshaper/testdata/lint'; \
 	  $(BIN)/kubectl-kubeshaper lint -f cmd/kubectl-kubeshaper/testdata/lint 2>&1; echo "exit status $$?"; } > docs/bench/lint.txt
-	KUBESHAPER_FIGURES=1 E2E_INSTALL=helm flock /tmp/ks-cluster.lock tools/cluster/e2e.sh
+	KUBESHAPER_FIGURES=1 E2E_INSTALL=helm flock /tmp/ks-cluster.lock flock /tmp/ks-bench.lock tools/cluster/e2e.sh
 	$(GO) run ./tools/readmefigs
 
 clean:
