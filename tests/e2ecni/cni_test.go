@@ -125,6 +125,9 @@ func TestCNIMatrix(t *testing.T) {
 			t.Errorf("deleting namespace %s: %v", w.ns, err)
 		}
 		if out := os.Getenv("KUBESHAPER_E2E_CNI_OUT"); out != "" {
+			if !filepath.IsAbs(out) {
+				out = filepath.Join(repo, out)
+			}
 			b, _ := json.MarshalIndent(w.run, "", "  ")
 			if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
 				t.Errorf("writing %s: %v", out, err)
@@ -304,10 +307,7 @@ func (w *world) enforcement(c *Cell, e map[string]any, dir string) {
 	b, _ := json.Marshal(summary)
 	c.Status = string(b)
 	if iface, _ := e["interface"].(string); iface != "" && w.netns != "" {
-		out, _ := exec.Command("ip", "netns", "exec", w.netns, "bpftool", "net", "show", "dev", iface).CombinedOutput()
-		tcf, _ := exec.Command("ip", "netns", "exec", w.netns, "sh", "-c",
-			"tc filter show dev "+iface+" ingress; tc filter show dev "+iface+" egress").CombinedOutput()
-		c.Hooks = strings.TrimSpace(string(out)) + "\n" + strings.TrimSpace(string(tcf))
+		c.Hooks = hooks(w.netns, int(num(e, "ifindex")), iface)
 	}
 }
 

@@ -53,7 +53,7 @@ start() {
 	mounts
 	ln -sf "${CACHE}/bin/cilium-cni" "${CLUSTER_DIR}/cni/bin/cilium-cni"
 	local crd
-	for crd in "${CACHE}"/src/pkg/k8s/apis/cilium.io/client/crds/v2/*.yaml; do
+	for crd in "${CACHE}"/src/pkg/k8s/apis/cilium.io/client/crds/*/*.yaml; do
 		kubectl_admin apply --server-side -f "${crd}" > /dev/null
 	done
 	# IPAM "kubernetes": the agent takes the node's podCIDR.
