@@ -167,6 +167,35 @@ func TestCNIMatrix(t *testing.T) {
 	w.rateCell(t, "same-node ingress", "50 Mbit/s pod ingress, TCP pod → pod on the node", bp, "ingress", "50mbps ingress", 50e6,
 		func() (realnode.TCPResult, error) { return c.TCP(w.ctx, w.ns, a, bIP, measure, false) })
 	w.serviceCell(t)
+	if cmd := os.Getenv("KUBESHAPER_E2E_CNI_RESTART"); cmd != "" {
+		w.afterRestart(t, a, cmd)
+	}
+}
+
+// afterRestart restarts the CNI's agent (which regenerates every endpoint:
+// Cilium re-attaches its programs, the legacy cls_bpf one re-added at pref
+// 1) and measures the egress limit again: whoever attaches last must not
+// win silently.
+func (w *world) afterRestart(t *testing.T, pod, cmd string) {
+	e, err := w.entry(pod)
+	if err != nil || e == nil {
+		t.Fatalf("status of %s: %v", pod, err)
+	}
+	ifindex, iface := int(num(e, "ifindex")), e["interface"].(string)
+	before := hooks(w.netns, ifindex, iface)
+	start := time.Now()
+	out, err := exec.CommandContext(w.ctx, "sh", "-c", cmd).CombinedOutput()
+	if err != nil {
+		t.Fatalf("restarting the CNI (%s): %v\n%s", cmd, err, out)
+	}
+	// Wait for the endpoint's programs to be replaced (new program IDs).
+	err = realnode.Poll(w.ctx, 3*time.Minute, func() (bool, error) {
+		return hooks(w.netns, ifindex, iface) != before, nil
+	})
+	t.Logf("CNI restarted, endpoint re-attached after %.0fs (changed: %v)", time.Since(start).Seconds(), err == nil)
+	time.Sleep(2 * time.Second) // let the other programs of the regeneration land
+	w.rateCell(t, "egress after CNI restart", "50 Mbit/s pod egress after the CNI agent restarted, TCP pod → peer", pod, "egress", "50mbps egress", 50e6,
+		func() (realnode.TCPResult, error) { return w.c.TCP(w.ctx, w.ns, pod, w.peer, measure, false) })
 }
 
 // startPeer runs `traffic serve` on the peer address in this (the host's)

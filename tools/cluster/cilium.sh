@@ -42,6 +42,13 @@ mounts() {
 	# A child cgroup nobody lives in: Cilium's socket-LB programs attach
 	# there, so they apply to no process of this machine.
 	mkdir -p "${CILIUM_RUN}/cgroup2/kscl-cilium"
+	# Its sysctls go through --procfs: net/ is the real /proc/sys/net, which
+	# resolves in the writer's netns (the node's); kernel/ does not exist, so
+	# its machine-wide writes (kernel.unprivileged_bpf_disabled=1, which
+	# cannot be undone until reboot, kernel.timer_migration=0) fail, and
+	# Cilium ignores those failures by design.
+	mkdir -p "${CILIUM_RUN}/proc/sys/net"
+	mountpoint -q "${CILIUM_RUN}/proc/sys/net" || mount --bind /proc/sys/net "${CILIUM_RUN}/proc/sys/net"
 }
 
 api() { curl -sf --max-time 3 --unix-socket /var/run/cilium/cilium.sock "http://localhost/v1/$1"; }
@@ -72,6 +79,7 @@ start() {
 		--identity-allocation-mode=crd --cni-exclusive=false \
 		--lib-dir="${CACHE}/src" \
 		--bpf-root="${CILIUM_RUN}/bpffs" --cgroup-root="${CILIUM_RUN}/cgroup2/kscl-cilium" \
+		--procfs="${CILIUM_RUN}/proc" \
 		$(mode_flags "${mode}")
 	echo "${mode}" > "${CLUSTER_DIR}/cilium-mode"
 	# Its datapath compiles with clang at start: ~20 s idle, more under load.

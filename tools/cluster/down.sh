@@ -88,6 +88,7 @@ if [[ -e "/var/run/netns/${NODE_NETNS}" ]]; then
 	ip netns del "${NODE_NETNS}" && log "removed the node netns ${NODE_NETNS}"
 fi
 if [[ -d "${CILIUM_RUN}" ]]; then
+	mountpoint -q "${CILIUM_RUN}/proc/sys/net" && umount "${CILIUM_RUN}/proc/sys/net"
 	mountpoint -q "${CILIUM_RUN}/bpffs" && umount "${CILIUM_RUN}/bpffs"
 	rmdir "${CILIUM_RUN}/cgroup2/kscl-cilium" 2> /dev/null || true
 	mountpoint -q "${CILIUM_RUN}/cgroup2" && umount "${CILIUM_RUN}/cgroup2"
@@ -229,15 +230,17 @@ if [[ -f "${BEFORE_DIR}/netns-mount" ]]; then
 	fi
 fi
 
-# Every other sysctl the CNI may have changed (Cilium writes some global
-# ones, e.g. net.core.bpf_jit_enable, kernel.unprivileged_bpf_disabled).
+# The machine-wide sysctls Cilium writes from any netns (its --procfs keeps
+# them from it, lib.sh; put back should one get through). Every other
+# sysctl is compared below, not reverted: other work on this machine may
+# have changed it meanwhile, and the verdict says so.
 if [[ -f "${BEFORE_DIR}/host/sysctl" ]]; then
-	while IFS= read -r line; do
-		k="${line%% = *}" v="${line#* = }"
+	for k in kernel.timer_migration net.core.bpf_jit_enable net.ipv4.fib_multipath_use_neigh; do
+		v="$(grep -m1 "^${k} = " "${BEFORE_DIR}/host/sysctl" | sed 's/^[^=]*= //')"
 		cur="$(sysctl -n "${k}" 2> /dev/null | tr '\t' ' ')" || continue
-		[[ "${cur}" == "${v}" ]] && continue
+		[[ -z "${v}" || "${cur}" == "${v}" ]] && continue
 		sysctl -qw "${k}=${v}" 2> /dev/null && log "restored ${k}=${v} (was ${cur})"
-	done < <(sysctl -a 2> /dev/null | sort | comm -13 - "${BEFORE_DIR}/host/sysctl" | grep ' = ')
+	done
 fi
 
 # ------------------------------------------------------------ 4. verify

@@ -70,8 +70,9 @@ for cni in "${order[@]}"; do
 	"${REPO}/tools/cluster/deploy.sh" || ok=0
 	for m in "${ms[@]}"; do
 		((ok)) || break
-		detail=""
+		detail="" restart=""
 		if [[ "${cni}" == cilium ]]; then
+			restart="CNI=cilium ${REPO}/tools/cluster/cilium.sh restart ${m}"
 			if [[ "$(CNI=cilium "${REPO}/tools/cluster/cilium.sh" mode)" != "${m}" ]]; then
 				CNI=cilium "${REPO}/tools/cluster/cilium.sh" restart "${m}" || { rc=1; continue; }
 			fi
@@ -84,7 +85,7 @@ for cni in "${order[@]}"; do
 		[[ "${cni}" != bridge ]] && netns="${NODE_NETNS}"
 		(cd "${REPO}" && flock /tmp/ks-bench.lock env KUBESHAPER_E2E_CNI="${cni}" KUBESHAPER_E2E_CNI_MODE="${m}" \
 			KUBESHAPER_E2E_CNI_DETAIL="${detail}" KUBESHAPER_E2E_PEER_IP="${peer}" KUBESHAPER_NODE_NETNS="${netns}" \
-			KUBESHAPER_E2E_CNI_OUT="${out_dir}/${cni}-${m}.json" \
+			KUBESHAPER_E2E_CNI_OUT="${out_dir}/${cni}-${m}.json" KUBESHAPER_E2E_CNI_RESTART="${restart}" \
 			go test -count=1 -v -timeout 15m -run TestCNIMatrix ./tests/e2ecni/) 2>&1 | tee "${out_dir}/${cni}-${m}.log" || rc=1
 	done
 	if ! "${REPO}/tools/cluster/down.sh"; then

@@ -55,8 +55,8 @@ func cniTable() (string, error) {
 		}
 	}
 	var b strings.Builder
-	b.WriteString("| CNI | mode | egress limit | ingress limit | loss | counters | same-node egress / ingress | Service |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| CNI | mode | egress limit | ingress limit | loss | counters | same-node egress / ingress | Service | egress after the CNI's restart |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	var notes []string
 	for _, r := range doc.Runs {
 		mode := r.Mode
@@ -68,7 +68,7 @@ func cniTable() (string, error) {
 			if msg == "" {
 				msg = "no measurement (see .cluster/e2e-cni)"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | | | | | |\n", r.CNI, mode, msg)
+			fmt.Fprintf(&b, "| %s | %s | %s | | | | | | |\n", r.CNI, mode, msg)
 			continue
 		}
 		get := func(name string) *cell {
@@ -79,9 +79,10 @@ func cniTable() (string, error) {
 			}
 			return nil
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s | %s |\n", r.CNI, mode,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s | %s | %s |\n", r.CNI, mode,
 			show(get("egress")), show(get("ingress")), show(get("loss")), show(get("counters")),
-			show(get("same-node egress")), show(get("same-node ingress")), show(get("service")))
+			show(get("same-node egress")), show(get("same-node ingress")), show(get("service")),
+			show(get("egress after CNI restart")))
 		n := fmt.Sprintf("%s/%s: %s, unshaped %.1f Gbit/s, load %s", r.CNI, mode, r.Date, r.Unshaped/1e9, r.Load)
 		if r.Detail != "" {
 			n += "; " + r.Detail
