@@ -19,6 +19,9 @@
 // flannel: packets cross the node's NIC, as from another machine), on the
 // bridge's gateway address with CNI=bridge.
 //
+// Each cell sends traffic once before it measures (the agent judges
+// enforcement from counters every 2 s and moves a bypassed pod to its
+// pod-side interface): the figure is the state the node settles in.
 // A cell holds when the ratio is within the e2e's bounds. One that does
 // not is "bypassed, reported" when status says enforced:false for it, and a
 // test failure ("bypassed silently") otherwise: never silence.
@@ -369,6 +372,7 @@ func (w *world) rateCell(t *testing.T, name, what, pod, dir, value string, targe
 	c := Cell{Name: name, What: what, Target: target}
 	w.annotate(t, pod, map[string]string{"kubeshaper.io/bandwidth": value})
 	w.waitRule(t, pod, dir, func(d map[string]any) bool { return num(d, "rate_bits") == target })
+	w.warmUp(run)
 	r, err := run()
 	if err != nil {
 		c.Error = err.Error()
@@ -385,10 +389,22 @@ func (w *world) rateCell(t *testing.T, name, what, pod, dir, value string, targe
 	w.waitRule(t, pod, dir, func(d map[string]any) bool { return num(d, "rate_bits") == 0 })
 }
 
+// warmUp sends traffic once before measuring and waits a little: the agent
+// judges enforcement from counters every 2 s and may move a bypassed pod to
+// its pod-side interface; the cell measures the state it settles in, and
+// the status read right after the measurement says what the agent thinks
+// of it.
+func (w *world) warmUp(run func() (realnode.TCPResult, error)) {
+	run()
+	time.Sleep(3 * time.Second)
+}
+
 func (w *world) lossCells(t *testing.T, pod string) {
 	const p = 0.01
 	w.annotate(t, pod, map[string]string{"kubeshaper.io/loss": "uniform egress 1%"})
 	w.waitRule(t, pod, "egress", func(d map[string]any) bool { l := num(d, "loss_ratio"); return l > 0.0099 && l < 0.0101 })
+	w.c.UDP(w.ctx, w.ns, pod, w.peer, 5000, udpPPS) // warm-up, as warmUp
+	time.Sleep(3 * time.Second)
 	e0, _ := w.entry(pod)
 	pk0 := num(direction(e0, "egress"), "packets")
 	loss := Cell{Name: "loss", What: "1% egress loss, 20,000 UDP datagrams pod → peer (measured / 1%)", Target: p}
@@ -431,6 +447,7 @@ func (w *world) serviceCell(t *testing.T) {
 	pod := w.startPod(t, "svcpod", map[string]string{"tier": "shaped"})
 	c := Cell{Name: "service", What: "a Service's 20 Mbit/s egress annotation on its pod, TCP pod → peer", Target: 20e6}
 	w.waitRule(t, pod, "egress", func(d map[string]any) bool { return num(d, "rate_bits") == 20e6 })
+	w.warmUp(func() (realnode.TCPResult, error) { return w.c.TCP(w.ctx, w.ns, pod, w.peer, measure, false) })
 	r, err := w.c.TCP(w.ctx, w.ns, pod, w.peer, measure, false)
 	if err != nil {
 		c.Error = err.Error()
