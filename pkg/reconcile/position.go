@@ -67,6 +67,9 @@ type position struct {
 	last      *shaper.Traffic
 	enf       [2]shaper.Enforcement
 	judged    bool
+	// stuck: a direction that could not move pod-side (its mode needs
+	// the host veth): not tried again for this veth.
+	stuck [2]bool
 }
 
 type holder struct {
@@ -297,7 +300,12 @@ func (r *Reconciler) report(key string, ifc shaper.Interface, prev [2]shaper.Enf
 	}
 	for _, d := range rules.Directions {
 		if enf[d].Bypassed && !enf[d].PodSide && ifc.Pod.NetnsPath != "" {
-			r.movePodSide(key, d, log)
+			r.hold.mu.Lock()
+			stuck := r.positionOf(key, ifc).stuck[d]
+			r.hold.mu.Unlock()
+			if !stuck {
+				r.movePodSide(key, d, log)
+			}
 		}
 	}
 }
@@ -322,10 +330,13 @@ func (r *Reconciler) movePodSide(key string, d rules.Direction, log *logrus.Entr
 		if pod := r.podObject(key); pod != nil {
 			r.warnOnce(pod, ReasonBypassed, fmt.Sprintf("%s is bypassed on the host veth and cannot run at the pod's interface: %v", d, err))
 		}
-		// Back to where it was.
+		// Back to where it was, and not tried again for this veth.
 		if err := r.node.Apply(st.ifc, pol); err != nil {
 			log.WithError(err).Warn("re-applying after a failed pod-side move")
 		}
+		r.hold.mu.Lock()
+		r.positionOf(key, st.ifc).stuck[d] = true
+		r.hold.mu.Unlock()
 		return
 	}
 	r.mu.Lock()
