@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,9 +28,22 @@ import (
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
-// limit is the rule of every test: low enough that a bypass (Gbit/s on a
-// host, hundreds of Mbit/s in an emulated guest) is tens of times above.
-const limit = 50e6
+// limit is the rule of every test: 50 Mbit/s, or an eighth of what the
+// veths carry unshaped where that is less (a qemu guest with one-frame
+// skbs: ~100 Mbit/s), so that a bypass is always ≥ 4× the limit.
+var limit = 50e6
+
+var limitOnce sync.Once
+
+// scaleLimit measures the unshaped wire rate once per run and lowers the
+// limit where needed.
+func scaleLimit(t *testing.T, f *fixture) {
+	limitOnce.Do(func() {
+		un := wireRateOver(t, f.a, f.b, time.Second)
+		limit = min(50e6, un/8)
+		t.Logf("unshaped wire rate %.1f Mbit/s: limit %.1f Mbit/s", un/1e6, limit/1e6)
+	})
+}
 
 type fixture struct {
 	lab  *netlab.Lab
@@ -67,6 +81,7 @@ func setup(t *testing.T) *fixture {
 		os.RemoveAll(f.pins)
 	})
 	f.dp, f.sh = dp, shaper.New(dp)
+	scaleLimit(t, f)
 	return f
 }
 
@@ -99,13 +114,13 @@ func (f *fixture) apply(t *testing.T, ifc shaper.Interface, pol rules.Policy) {
 
 func egress() rules.Policy {
 	var pol rules.Policy
-	pol[rules.Egress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: limit, Mode: rules.ModeDrop}
+	pol[rules.Egress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: uint64(limit), Mode: rules.ModeDrop}
 	return pol
 }
 
 func ingress() rules.Policy {
 	var pol rules.Policy
-	pol[rules.Ingress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: limit, Mode: rules.ModeDrop}
+	pol[rules.Ingress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: uint64(limit), Mode: rules.ModeDrop}
 	return pol
 }
 
@@ -165,13 +180,14 @@ func wireRateOver(t *testing.T, from, to *netlab.Pod, window time.Duration) floa
 // window's start, at most its burst (500 ms of the rate: TCP backing off
 // after a drop lets it refill): ≤ 1 + 0.5/2 = 1.25× over 2 s, exactly, for
 // a correct build (measured 0.94-1.05). A bypass is ≥ 4× (a guest's veth
-// carries hundreds of Mbit/s, a host's Gbit/s); a working limit ≥ 0.6×
-// (TCP recovering from a policer's drops, measured ≥ 0.9 here).
+// carries hundreds of Mbit/s, a host's Gbit/s); a working limit ≥ 0.3×
+// (TCP recovering from a policer's drops: ≥ 0.9 on this host, 0.6-0.7 in
+// a qemu guest whose CPU is the bottleneck).
 func holds(t *testing.T, what string, from, to *netlab.Pod) {
 	t.Helper()
 	got := wireRate(t, from, to)
 	t.Logf("%s: wire %.2f Mbit/s (%.3f× the limit)", what, got/1e6, got/limit)
-	if got > 1.25*limit || got < 0.6*limit {
+	if got > 1.25*limit || got < 0.3*limit {
 		t.Fatalf("%s: %.1f Mbit/s, want the %.0f Mbit/s limit to hold", what, got/1e6, limit/1e6)
 	}
 }

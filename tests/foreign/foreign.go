@@ -92,6 +92,11 @@ func AddClsBPF(netns, dev, hook string, prog *ebpf.Program, pin string) error {
 	if err := prog.Pin(pin); err != nil {
 		return err
 	}
+	// As the other tool would: a clsact unless there is one.
+	if err := tc(netns, "tc", "qdisc", "add", "dev", dev, "clsact"); err != nil &&
+		!strings.Contains(err.Error(), "exists") && !strings.Contains(err.Error(), "Exclusivity flag on") {
+		return err
+	}
 	args := []string{"tc", "filter", "add", "dev", dev, hook, "pref", "1", "handle", "1", "bpf", "da", "pinned", pin}
 	return tc(netns, args...)
 }

@@ -23,7 +23,7 @@ import (
 const DefaultKernels = "5.10 6.1 6.12 6.18 7.3"
 
 // DefaultPackages are the packages whose tests touch the kernel.
-const DefaultPackages = "./pkg/datapath ./pkg/attach ./pkg/podnet ./pkg/shaper ./cmd/kubeshaper ./tests/kfeature ./tests/guest"
+const DefaultPackages = "./pkg/datapath ./pkg/attach ./pkg/podnet ./pkg/shaper ./cmd/kubeshaper ./tests/kfeature ./tests/guest ./tests/cni"
 
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "kernels: "+format+"\n", a...)
