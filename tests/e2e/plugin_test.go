@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,9 +229,10 @@ func (w *world) pluginStatus(t *testing.T) {
 		t.Errorf("status -A took %v (median of 5), want within 1 s", took[2])
 	}
 	own, _ := w.c.Kubectl(ctx, "-n", realnode.AgentNamespace, "exec", "ds/"+realnode.AgentDaemonSet, "--", "kubeshaper", "status")
+	stopped := w.unreachableAgent(t, run)
 	explain, _, _ := run("explain", "db-0", "-n", nss[1])
-	doc := fmt.Sprintf("`kubectl kubeshaper status -A -o wide` on the real node: every pod the agent counts at this point of the e2e (%s: the earlier steps' pods; %s-shop, -data, -lab: this step's), median %v of 5 runs (max %v), load %s. ACHIEVED spans the agent's 30 s window:\n\n```\n%s```\n\nThe agent's own `kubeshaper status` on that node, read right after (the same rules and requested rates; counters a moment later; ACHIEVED over its 1 s `--window`):\n\n```\n%s```\n\n`kubectl kubeshaper explain db-0 -n %s`:\n\n```\n%s```\n",
-		w.ns, w.ns, took[2].Round(time.Millisecond), took[4].Round(time.Millisecond), strings.Fields(string(load))[0], table, own, nss[1], explain)
+	doc := fmt.Sprintf("`kubectl kubeshaper status -A -o wide` on the real node: every pod the agent counts at this point of the e2e (%s: the earlier steps' pods; %s-shop, -data, -lab: this step's), median %v of 5 runs (max %v), load %s. ACHIEVED spans the agent's 30 s window:\n\n```\n%s```\n\nThe agent's own `kubeshaper status` on that node, read right after (the same rules and requested rates; counters a moment later; ACHIEVED over its 1 s `--window`):\n\n```\n%s```\n\n`kubectl kubeshaper explain db-0 -n %s`:\n\n```\n%s```\n\nThe node's agent stopped for a moment (SIGSTOP: its socket accepts, nothing answers), `kubectl kubeshaper status -A --timeout 1s` (exit status 1):\n\n```\n%s```\n",
+		w.ns, w.ns, took[2].Round(time.Millisecond), took[4].Round(time.Millisecond), strings.Fields(string(load))[0], table, own, nss[1], explain, stopped)
 	os.WriteFile(filepath.Join(filepath.Dir(w.c.Kubeconfig), "plugin-status.txt"), []byte(table+"\n"+own), 0o644)
 	if os.Getenv("KUBESHAPER_FIGURES") == "1" {
 		if err := os.WriteFile(filepath.Join(w.c.Repo, "docs", "bench", "plugin-status.md"), []byte(doc), 0o644); err != nil {
@@ -254,4 +256,37 @@ func fromString(m map[string]string) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ",")
+}
+
+// unreachableAgent stops the node's agent for a moment (SIGSTOP: the
+// kernel still accepts its connections, nothing answers; well within the
+// probes' 15 s): `status -A --timeout 1s` must answer within about that,
+// name the node, and exit 1. SIGCONT in any case.
+func (w *world) unreachableAgent(t *testing.T, run func(args ...string) (string, time.Duration, error)) string {
+	p, err := w.c.AgentPod(w.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := agentPID(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	out, took, err := run("status", "-A", "--timeout", "1s")
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	w.figure("agent stopped (SIGSTOP): status -A --timeout 1s answered in %v: %s", took.Round(time.Millisecond), lastLine(out))
+	// The bound: the timeout plus the plugin's start-up and two list calls.
+	if err == nil || !strings.Contains(out, p.Spec.NodeName+": no answer within 1s") || took > 3*time.Second {
+		t.Errorf("with the agent stopped: took %v, err %v, output:\n%s\nwant exit 1 naming %s within 3 s", took, err, out, p.Spec.NodeName)
+	}
+	return fmt.Sprintf("$ time kubectl kubeshaper status -A --timeout 1s\n%s\nreal %v\n", out, took.Round(time.Millisecond))
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(l[len(l)-1])
 }
