@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-monitoring bench-cni readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-monitoring bench-memory bench-cni readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -108,7 +108,7 @@ reliability: bpffs
 	$(RELIABILITY_JSON) KUBESHAPER_CHURN=10000 $(GO) test -count=1 -timeout 90m -v ./tests/reliability/
 
 # Figures: per-packet cost, then TCP accuracy / latency / loss on veths.
-bench: bpffs build bench-prog bench-datapath bench-agent bench-monitoring readme-figures
+bench: bpffs build bench-prog bench-datapath bench-agent bench-monitoring bench-memory readme-figures
 
 bench-prog:
 	$(GO) test -run '^$$' -bench Prog -benchtime 2000000x -count 5 ./pkg/datapath/ | tee docs/bench/prog.txt
@@ -146,6 +146,14 @@ bench-cni: bpffs build
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run '^TestAgentHoldsPosition$$' -v -timeout 10m ./tests/agent/
 	KUBESHAPER_BENCH=1 KUBESHAPER_AGENT_JSON=agent-coexistence.json $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tools/bench/agentbench/
 	$(GO) run ./tools/readmefigs
+
+# kubeshaper's memory on a node (issue 12, docs/bench/memory.jsonl): maps'
+# memlock and memory cgroup usage at 0/250/500 pods, flows on, under the
+# DaemonSet's memory limit, on this machine and in qemu guests with 64 and
+# 192 CPUs (TCG: ~10-20 min a guest), this tree and the code before
+# issue 12 (BASELINE). tools/membench/run.sh.
+bench-memory: bpffs
+	KERNELS_CACHE=$${KERNELS_CACHE:-.cache/kernels} tools/membench/run.sh
 
 # README.md quotes docs/bench/ through this, never by hand.
 # The full kernel run as a figure: its summary (pass/fail per kernel, the

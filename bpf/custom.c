@@ -23,17 +23,11 @@
 #include <bpf/bpf_helpers.h>
 
 #include "shaper.h"
-
-/* Per-header guess for GSO skbs, as in shaper.c. */
-#define KS_DEFAULT_HDR 66
-
-/* The agent's counters (replaced by the pinned ks_stats at load time). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct ks_key);
-	__type(value, struct ks_counters);
-} ks_stats SEC(".maps");
+#include "lib/parse.h"
+/* The agent's slot table and counters (lib/slots.h), replaced by the
+ * pinned maps at load time. */
+#define KS_SLOTS_ONE_FUNCTION
+#include "lib/slots.h"
 
 /* What the compiler may not see through: the placeholder's result. */
 volatile int ks_custom_placeholder = TC_ACT_UNSPEC;
@@ -49,24 +43,24 @@ __attribute__((noinline)) int ks_custom_main(struct __sk_buff *skb)
 
 static __always_inline int run_custom(struct __sk_buff *skb, __u32 dir)
 {
-	struct ks_key key = { .ifindex = skb->ifindex, .dir = dir };
-	__u32 segs = skb->gso_segs;
-	__u64 wire = skb->len;
+	__u32 ifindex = skb->ifindex, segs, idx;
+	struct ks_pkt p = {};
 	struct ks_counters *c;
+	__u64 wire;
+	__s64 i;
 	int verdict;
 
+	/* Read before the custom program runs: it may change the packet. */
+	wire = ks_wire(skb, &p, &segs);
 	verdict = ks_custom_main(skb);
 	if (verdict != TC_ACT_SHOT)
 		return verdict;
-	c = bpf_map_lookup_elem(&ks_stats, &key);
-	if (c) {
-		if (segs > 1)
-			wire += (__u64)(segs - 1) * KS_DEFAULT_HDR;
-		else
-			segs = 1;
-		c->drop_packets[KS_REASON_PROGRAM] += segs;
-		c->drop_bytes[KS_REASON_PROGRAM] += wire;
-	}
+	i = ks_index_of(ifindex, dir);
+	if (i < 0)
+		return TC_ACT_SHOT;
+	idx = i;
+	c = bpf_map_lookup_elem(&ks_stats, &idx);
+	ks_count_drop(c, KS_REASON_PROGRAM, wire, segs);
 	return TC_ACT_SHOT;
 }
 

@@ -41,6 +41,8 @@ enum ks_flags {
 	KS_F_GILBERT = 1 << 9,  /* Gilbert-Elliott burst loss (ge_*) */
 	KS_F_DUP = 1 << 10,     /* duplicate with probability dup_thresh/2^32 */
 	KS_F_CORRUPT = 1 << 11, /* flip a payload bit, p = corrupt_thresh/2^32 */
+	KS_F_SET = 1 << 30,     /* the entry holds a rule (slot arrays have no
+				 * absent entries) */
 };
 
 /* Limits of targeting: a target per kind of rule at most (bandwidth,
@@ -94,6 +96,8 @@ struct ks_peer_key {
 	__u8 addr[16];   /* IPv4 in the first 4 bytes */
 };
 
+/* How user space names an {interface, direction}; the programs find its
+ * entries through the interface's slot (lib/slots.h). */
 struct ks_key {
 	__u32 ifindex; /* host-side veth, in the netns that holds it */
 	__u32 dir;     /* enum ks_dir */
@@ -109,7 +113,7 @@ struct ks_rule {
 	struct bpf_spin_lock lock;
 	__u32 flags;
 	__u32 sparse_max;  /* bytes: packets up to this size are "sparse" */
-	__u32 pad;
+	__u32 ifindex;     /* whose entry this is (user space's record) */
 	__u64 rate;        /* bytes per second, L2 (wire) bytes */
 	__u64 rate_q32;    /* the same in bytes per ns, fixed point (x 2^32) */
 	__u64 burst;       /* bytes the bucket holds when full */
@@ -131,16 +135,28 @@ struct ks_rule {
 	struct ks_targets tg;  /* KS_F_TARGETED */
 	/* State, owned by the datapath. */
 	__s64 tokens_q32;  /* bytes x 2^32; negative while in debt */
-	__u64 last_ns;     /* last refill, bpf_ktime_get_ns() */
+	__u64 last_ns;     /* last refill: the coarse clock (see shaper.c) */
 	__u64 t_next;      /* EDT: earliest departure of the next packet */
 	__u32 ge_bad;      /* Gilbert-Elliott: 1 while in the bad state */
 	__u32 pad2;
 };
 
-/* Per-CPU counters, summed by user space on read. */
-struct ks_counters {
+/* What every packet adds: per CPU (ks_pcpu), summed by user space. */
+struct ks_pcpu_counters {
 	__u64 packets; /* every packet seen at the hook (GSO skb = its segments) */
 	__u64 bytes;   /* wire bytes seen */
+};
+
+/*
+ * Counters of an {interface, direction} as user space reports them. In the
+ * map (ks_stats, shared by all CPUs, atomic adds) packets and bytes stay
+ * zero: they are ks_pcpu's, added on read. Drops and the rest happen on a
+ * minority of packets, so one shared copy serves them: ×CPUs of memory
+ * (168 B × 192 CPUs = 32 KB per key) would buy nothing measurable.
+ */
+struct ks_counters {
+	__u64 packets; /* user space: the sum of ks_pcpu */
+	__u64 bytes;
 	__u64 drop_packets[KS_REASON_MAX];
 	__u64 drop_bytes[KS_REASON_MAX];
 	__u64 duplicated;      /* clones sent (duplicate rule) */

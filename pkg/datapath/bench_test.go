@@ -2,7 +2,10 @@ package datapath
 
 import (
 	"os"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -112,4 +115,33 @@ func BenchmarkProgLossPeerMatch(b *testing.B) {
 }
 func BenchmarkProgGilbert(b *testing.B) {
 	benchProg(b, &rules.DirectionPolicy{Loss: &rules.Loss{Kind: rules.LossGilbert, Gilbert: rules.Gilbert{P: 0.001, R: 99, H: 100, K: 100}}})
+}
+
+// BenchmarkProgMonitorParallel: the counted-only path on every CPU at
+// once, all packets on one interface (a veth several CPUs send through):
+// what sharing a counter between CPUs would cost.
+func BenchmarkProgMonitorParallel(b *testing.B) {
+	dp := openTest(b)
+	set(b, dp, rules.Egress, rules.DirectionPolicy{})
+	n := runtime.NumCPU()
+	per := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, d, err := dp.Program(rules.Egress).Benchmark(udpPacket(64), b.N, nil)
+			if err != nil {
+				b.Error(err)
+			}
+			per[i] = d
+		}(i)
+	}
+	wg.Wait()
+	var sum time.Duration
+	for _, d := range per {
+		sum += d
+	}
+	b.ReportMetric(float64(sum.Nanoseconds())/float64(n), "ns/pkt")
 }

@@ -1,11 +1,6 @@
 package datapath
 
-import (
-	"errors"
-	"fmt"
-
-	"github.com/cilium/ebpf"
-)
+import "fmt"
 
 // Counters is one CPU's (or, summed, the interface's) counters.
 type Counters = shaperKsCounters
@@ -26,27 +21,27 @@ var ReasonNames = map[int]string{
 	ReasonProgram:   "program",
 }
 
-// Counters sums key's per-CPU counters. ok is false when there are none.
+// PcpuCounters is one CPU's share of the per-packet counters.
+type PcpuCounters = shaperKsPcpuCounters
+
+// Counters sums key's counters: the shared ones and every CPU's packets
+// and bytes. ok is false when the interface has no entries.
 func (d *Datapath) Counters(key Key) (c Counters, ok bool, err error) {
-	var per []Counters
-	err = d.objs.KsStats.Lookup(key, &per)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return c, false, nil
+	i, ok, err := d.indexOf(key)
+	if err != nil || !ok {
+		return c, false, err
 	}
-	if err != nil {
+	if err := d.objs.KsStats.Lookup(i, &c); err != nil {
 		return c, false, fmt.Errorf("reading counters for %s: %w", keyString(key), err)
 	}
+	var per []PcpuCounters
+	if err := d.objs.KsPcpu.Lookup(i, &per); err != nil {
+		return c, false, fmt.Errorf("reading counters for %s: %w", keyString(key), err)
+	}
+	c.Packets, c.Bytes = 0, 0
 	for _, p := range per {
 		c.Packets += p.Packets
 		c.Bytes += p.Bytes
-		for i := range p.DropPackets {
-			c.DropPackets[i] += p.DropPackets[i]
-			c.DropBytes[i] += p.DropBytes[i]
-		}
-		c.Duplicated += p.Duplicated
-		c.Corrupted += p.Corrupted
-		c.CorruptSkipped += p.CorruptSkipped
-		c.TcpDataBwDrops += p.TcpDataBwDrops
 	}
 	return c, true, nil
 }

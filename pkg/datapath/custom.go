@@ -87,7 +87,12 @@ func (d *Datapath) LoadCustom(dir string, p rules.Program, dirn rules.Direction)
 	if err != nil {
 		return fail(false, err)
 	}
-	repl := map[string]*ebpf.Map{customMapKsStats: d.objs.KsStats}
+	repl := map[string]*ebpf.Map{
+		customMapKsStats:    d.objs.KsStats,
+		customMapKsPcpu:     d.objs.KsPcpu,
+		customMapKsSlots:    d.objs.KsSlots,
+		customMapKsSlotHash: d.objs.KsSlotHash,
+	}
 	fitReplacements(cs, repl)
 	coll, err := ebpf.NewCollectionWithOptions(cs, ebpf.CollectionOptions{MapReplacements: repl})
 	if err != nil {
@@ -232,12 +237,14 @@ func setSized(v *ebpf.VariableSpec, n uint64, size uint32) error {
 // instructions (its subprograms follow), the custom program's maps and
 // globals, and the wrapper's counter map (replaced by the pinned one).
 func wrap(spec *ebpf.CollectionSpec, prog *ebpf.ProgramSpec, dirn rules.Direction) (*ebpf.CollectionSpec, string, error) {
-	if _, ok := spec.Maps[customMapKsStats]; ok {
-		return nil, "", fmt.Errorf("the object defines a map named %s, which kubeshaper reserves", customMapKsStats)
-	}
 	ws, err := loadCustom()
 	if err != nil {
 		return nil, "", fmt.Errorf("kubeshaper's wrapper: %w", err)
+	}
+	for name := range ws.Maps {
+		if _, ok := spec.Maps[name]; ok {
+			return nil, "", fmt.Errorf("the object defines a map named %s, which kubeshaper reserves", name)
+		}
 	}
 	wname := customProgKsCustomEgress
 	if dirn == rules.Ingress {
@@ -274,7 +281,11 @@ func wrap(spec *ebpf.CollectionSpec, prog *ebpf.ProgramSpec, dirn rules.Directio
 		m.Pinning = ebpf.PinNone // an instance's own, never shared
 		maps[name] = m
 	}
-	maps[customMapKsStats] = ws.Maps[customMapKsStats]
+	for name, m := range ws.Maps {
+		if name != ".bss" && name != ".data" && name != ".rodata" {
+			maps[name] = m
+		}
+	}
 	out := &ebpf.CollectionSpec{
 		Maps: maps,
 		Programs: map[string]*ebpf.ProgramSpec{prog.Name: {

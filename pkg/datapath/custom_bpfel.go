@@ -25,16 +25,19 @@ type customKsCounters struct {
 	TcpDataBwDrops uint64
 }
 
-type customKsKey struct {
+type customKsPcpuCounters struct {
 	_       structs.HostLayout
-	Ifindex uint32
-	Dir     uint32
+	Packets uint64
+	Bytes   uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	customMapKsPcpu              = "ks_pcpu"
+	customMapKsSlotHash          = "ks_slot_hash"
+	customMapKsSlots             = "ks_slots"
 	customMapKsStats             = "ks_stats"
 	customProgKsCustomEgress     = "ks_custom_egress"
 	customProgKsCustomIngress    = "ks_custom_ingress"
@@ -91,7 +94,10 @@ type customProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type customMapSpecs struct {
-	KsStats *ebpf.MapSpec `ebpf:"ks_stats"`
+	KsPcpu     *ebpf.MapSpec `ebpf:"ks_pcpu"`
+	KsSlotHash *ebpf.MapSpec `ebpf:"ks_slot_hash"`
+	KsSlots    *ebpf.MapSpec `ebpf:"ks_slots"`
+	KsStats    *ebpf.MapSpec `ebpf:"ks_stats"`
 }
 
 // customVariableSpecs contains global variables before they are loaded into the kernel.
@@ -121,11 +127,17 @@ func (o *customObjects) Close() error {
 //
 // It can be passed to loadCustomObjects or ebpf.CollectionSpec.LoadAndAssign.
 type customMaps struct {
-	KsStats *ebpf.Map `ebpf:"ks_stats"`
+	KsPcpu     *ebpf.Map `ebpf:"ks_pcpu"`
+	KsSlotHash *ebpf.Map `ebpf:"ks_slot_hash"`
+	KsSlots    *ebpf.Map `ebpf:"ks_slots"`
+	KsStats    *ebpf.Map `ebpf:"ks_stats"`
 }
 
 func (m *customMaps) Close() error {
 	return _CustomClose(
+		m.KsPcpu,
+		m.KsSlotHash,
+		m.KsSlots,
 		m.KsStats,
 	)
 }

@@ -29,7 +29,11 @@ type Datapath struct {
 
 	first firstApplied
 	inst  instances
+	owner instances
 	opts  Options
+
+	slotMu  sync.Mutex
+	atomics bool // the programs use BPF atomics, not the spin lock
 }
 
 // Open loads the programs and opens (or creates) the maps pinned under
@@ -71,11 +75,30 @@ func (d *Datapath) PruneStalePinDirs() {
 }
 
 func (d *Datapath) load() error {
+	d.atomics = haveAtomics()
+	err := d.loadSpec()
+	var ve *ebpf.VerifierError
+	if d.atomics && errors.As(err, &ve) {
+		// A kernel whose verifier takes the probe's atomics but not the
+		// programs' (Debian's 5.10 does): the lock-based bucket instead.
+		d.atomics = false
+		err = d.loadSpec()
+	}
+	if errors.As(err, &ve) {
+		return fmt.Errorf("the kernel's verifier rejected kubeshaper's programs: %+v", ve)
+	}
+	return err
+}
+
+func (d *Datapath) loadSpec() error {
 	spec, err := loadShaper()
 	if err != nil {
 		return fmt.Errorf("reading kubeshaper's BPF object: %w", err)
 	}
 	d.sizeSpec(spec)
+	if err := useKernelFeatures(spec, d.atomics); err != nil {
+		return err
+	}
 	for _, m := range spec.Maps {
 		if m.Pinning == ebpf.PinByName {
 			if err := d.reconcilePin(m); err != nil {
@@ -87,7 +110,7 @@ func (d *Datapath) load() error {
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return fmt.Errorf("the kernel's verifier rejected kubeshaper's programs: %+v", ve)
+			return err
 		}
 		return fmt.Errorf("loading kubeshaper's BPF object (maps pinned in %s): %w", d.pinDir, err)
 	}
@@ -105,6 +128,9 @@ func (d *Datapath) Close() error {
 	}
 	if d.inst.m != nil {
 		d.inst.m.Close()
+	}
+	if d.owner.m != nil {
+		d.owner.m.Close()
 	}
 	return d.objs.Close()
 }
@@ -128,7 +154,7 @@ func RemovePins(pinDir string) error { return removePins(pinDir) }
 func removePins(pinDir string) error {
 	// The ksp_* pins are pkg/sockpace's, kept beside these (removing its
 	// link pin detaches the socket-pacing program).
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap, ifacesMap,
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsPcpu, shaperMapKsSlots, shaperMapKsSlotHash, slotOwnerMap, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap, ifacesMap,
 		"ksp_link", "ksp_rules", "ksp_groups", "ksp_stats", "ksp_node_netns"} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err

@@ -34,12 +34,18 @@ func (d *Datapath) PodSideProgram(hostIfindex int, dir rules.Direction) (*ebpf.P
 		}
 	}
 	repl := map[string]*ebpf.Map{
-		shaperMapKsRules: d.objs.KsRules,
-		shaperMapKsStats: d.objs.KsStats,
-		shaperMapKsFlows: d.objs.KsFlows,
-		shaperMapKsPeers: d.objs.KsPeers,
+		shaperMapKsRules:    d.objs.KsRules,
+		shaperMapKsStats:    d.objs.KsStats,
+		shaperMapKsPcpu:     d.objs.KsPcpu,
+		shaperMapKsSlots:    d.objs.KsSlots,
+		shaperMapKsSlotHash: d.objs.KsSlotHash,
+		shaperMapKsFlows:    d.objs.KsFlows,
+		shaperMapKsPeers:    d.objs.KsPeers,
 	}
 	fitReplacements(spec, repl)
+	if err := useKernelFeatures(spec, d.atomics); err != nil {
+		return nil, err
+	}
 	opts := &ebpf.CollectionOptions{MapReplacements: repl}
 	// LoadAndAssign loads only the program asked for (and its maps).
 	var prog *ebpf.Program

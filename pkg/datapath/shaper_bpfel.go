@@ -40,6 +40,7 @@ const (
 	shaperKsFlagsKS_F_GILBERT  shaperKsFlags = 512
 	shaperKsFlagsKS_F_DUP      shaperKsFlags = 1024
 	shaperKsFlagsKS_F_CORRUPT  shaperKsFlags = 2048
+	shaperKsFlagsKS_F_SET      shaperKsFlags = 1073741824
 )
 
 type shaperKsFlow struct {
@@ -70,6 +71,12 @@ type shaperKsKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Dir     uint32
+}
+
+type shaperKsPcpuCounters struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
 }
 
 type shaperKsPeerKey struct {
@@ -108,7 +115,7 @@ type shaperKsRule struct {
 	}
 	Flags         uint32
 	SparseMax     uint32
-	Pad           uint32
+	Ifindex       uint32
 	Rate          uint64
 	RateQ32       uint64
 	Burst         uint64
@@ -153,19 +160,25 @@ type shaperKsTargets struct {
 const (
 	shaperMapKsDupGuard        = "ks_dup_guard"
 	shaperMapKsFlows           = "ks_flows"
+	shaperMapKsPcpu            = "ks_pcpu"
 	shaperMapKsPeers           = "ks_peers"
 	shaperMapKsRules           = "ks_rules"
+	shaperMapKsSlotHash        = "ks_slot_hash"
+	shaperMapKsSlots           = "ks_slots"
 	shaperMapKsStats           = "ks_stats"
 	shaperProgKsClock          = "ks_clock"
 	shaperProgKsPodEgress      = "ks_pod_egress"
 	shaperProgKsPodIngress     = "ks_pod_ingress"
 	shaperProgKsPodSide        = "ks_pod_side"
 	shaperProgKsPodSideIngress = "ks_pod_side_ingress"
+	shaperVarKsAtomics         = "ks_atomics"
 	shaperVarKsClockJiffies    = "ks_clock_jiffies"
 	shaperVarKsClockNs         = "ks_clock_ns"
+	shaperVarKsCoarseClock     = "ks_coarse_clock"
 	shaperVarKsDupMark         = "ks_dup_mark"
 	shaperVarKsFlagsUnused     = "ks_flags_unused"
 	shaperVarKsHostIfindex     = "ks_host_ifindex"
+	shaperVarKsKeyUnused       = "ks_key_unused"
 	shaperVarKsReasonUnused    = "ks_reason_unused"
 )
 
@@ -224,8 +237,11 @@ type shaperProgramSpecs struct {
 type shaperMapSpecs struct {
 	KsDupGuard *ebpf.MapSpec `ebpf:"ks_dup_guard"`
 	KsFlows    *ebpf.MapSpec `ebpf:"ks_flows"`
+	KsPcpu     *ebpf.MapSpec `ebpf:"ks_pcpu"`
 	KsPeers    *ebpf.MapSpec `ebpf:"ks_peers"`
 	KsRules    *ebpf.MapSpec `ebpf:"ks_rules"`
+	KsSlotHash *ebpf.MapSpec `ebpf:"ks_slot_hash"`
+	KsSlots    *ebpf.MapSpec `ebpf:"ks_slots"`
 	KsStats    *ebpf.MapSpec `ebpf:"ks_stats"`
 }
 
@@ -233,11 +249,14 @@ type shaperMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperVariableSpecs struct {
+	KsAtomics      *ebpf.VariableSpec `ebpf:"ks_atomics"`
 	KsClockJiffies *ebpf.VariableSpec `ebpf:"ks_clock_jiffies"`
 	KsClockNs      *ebpf.VariableSpec `ebpf:"ks_clock_ns"`
+	KsCoarseClock  *ebpf.VariableSpec `ebpf:"ks_coarse_clock"`
 	KsDupMark      *ebpf.VariableSpec `ebpf:"ks_dup_mark"`
 	KsFlagsUnused  *ebpf.VariableSpec `ebpf:"ks_flags_unused"`
 	KsHostIfindex  *ebpf.VariableSpec `ebpf:"ks_host_ifindex"`
+	KsKeyUnused    *ebpf.VariableSpec `ebpf:"ks_key_unused"`
 	KsReasonUnused *ebpf.VariableSpec `ebpf:"ks_reason_unused"`
 }
 
@@ -263,8 +282,11 @@ func (o *shaperObjects) Close() error {
 type shaperMaps struct {
 	KsDupGuard *ebpf.Map `ebpf:"ks_dup_guard"`
 	KsFlows    *ebpf.Map `ebpf:"ks_flows"`
+	KsPcpu     *ebpf.Map `ebpf:"ks_pcpu"`
 	KsPeers    *ebpf.Map `ebpf:"ks_peers"`
 	KsRules    *ebpf.Map `ebpf:"ks_rules"`
+	KsSlotHash *ebpf.Map `ebpf:"ks_slot_hash"`
+	KsSlots    *ebpf.Map `ebpf:"ks_slots"`
 	KsStats    *ebpf.Map `ebpf:"ks_stats"`
 }
 
@@ -272,8 +294,11 @@ func (m *shaperMaps) Close() error {
 	return _ShaperClose(
 		m.KsDupGuard,
 		m.KsFlows,
+		m.KsPcpu,
 		m.KsPeers,
 		m.KsRules,
+		m.KsSlotHash,
+		m.KsSlots,
 		m.KsStats,
 	)
 }
@@ -282,11 +307,14 @@ func (m *shaperMaps) Close() error {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperVariables struct {
+	KsAtomics      *ebpf.Variable `ebpf:"ks_atomics"`
 	KsClockJiffies *ebpf.Variable `ebpf:"ks_clock_jiffies"`
 	KsClockNs      *ebpf.Variable `ebpf:"ks_clock_ns"`
+	KsCoarseClock  *ebpf.Variable `ebpf:"ks_coarse_clock"`
 	KsDupMark      *ebpf.Variable `ebpf:"ks_dup_mark"`
 	KsFlagsUnused  *ebpf.Variable `ebpf:"ks_flags_unused"`
 	KsHostIfindex  *ebpf.Variable `ebpf:"ks_host_ifindex"`
+	KsKeyUnused    *ebpf.Variable `ebpf:"ks_key_unused"`
 	KsReasonUnused *ebpf.Variable `ebpf:"ks_reason_unused"`
 }
 

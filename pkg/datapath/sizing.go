@@ -6,8 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 )
 
 // Map sizes. Every map keyed by {interface, direction} (rules, counters,
@@ -169,9 +172,10 @@ func (d *Datapath) logf(format string, args ...any) {
 
 // sizeSpec sets the maps' sizes and flags for this node.
 func (d *Datapath) sizeSpec(spec *ebpf.CollectionSpec) {
-	for _, name := range []string{shaperMapKsRules, shaperMapKsStats} {
+	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsPcpu} {
 		spec.Maps[name].MaxEntries = uint32(d.opts.Entries)
 	}
+	spec.Maps[shaperMapKsSlotHash].MaxEntries = uint32(d.opts.Entries / 2)
 	spec.Maps[shaperMapKsFlows].MaxEntries = uint32(d.opts.FlowEntries)
 }
 
@@ -204,3 +208,56 @@ func fitReplacements(spec *ebpf.CollectionSpec, repl map[string]*ebpf.Map) {
 		ms.Flags = m.Flags()
 	}
 }
+
+// useKernelFeatures tells the programs what the kernel offers the token
+// bucket: bpf_ktime_get_coarse_ns (5.11+, bucket_now) and BPF atomics
+// (5.12+, bucket_admit_atomic); without them the programs take the
+// slower clock and the spin lock.
+func useKernelFeatures(spec *ebpf.CollectionSpec, atomics bool) error {
+	if features.HaveProgramHelper(ebpf.SchedCLS, asm.FnKtimeGetCoarseNs) == nil {
+		if err := spec.Variables[shaperVarKsCoarseClock].Set(uint32(1)); err != nil {
+			return fmt.Errorf("enabling the coarse clock: %w", err)
+		}
+	}
+	if atomics {
+		if err := spec.Variables[shaperVarKsAtomics].Set(uint32(1)); err != nil {
+			return fmt.Errorf("enabling atomics: %w", err)
+		}
+		return nil
+	}
+	// The branch ks_atomics rules out is never walked, but kernels before
+	// 5.12 refuse its instructions on sight ("BPF_STX uses reserved
+	// fields"): blank them. Fetching atomics and compare-exchange only
+	// appear there (plain atomic adds, 5.10's, are kept).
+	for _, p := range spec.Programs {
+		for i, ins := range p.Instructions {
+			if op := ins.OpCode.AtomicOp(); op != asm.InvalidAtomic && op != asm.AddAtomic {
+				p.Instructions[i] = asm.Mov.Reg(asm.R0, asm.R0).WithMetadata(ins.Metadata)
+			}
+		}
+	}
+	return nil
+}
+
+var atomicsProbe = sync.OnceValue(func() bool {
+	// A compare-exchange on the stack: r0 = cmpxchg(r10-8, r0, r1).
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SchedCLS,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 0),
+			asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
+			asm.Mov.Imm(asm.R1, 1),
+			asm.CmpXchg.Mem(asm.RFP, asm.R1, asm.DWord, -8),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return false
+	}
+	p.Close()
+	return true
+})
+
+func haveAtomics() bool { return atomicsProbe() }

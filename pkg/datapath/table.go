@@ -20,36 +20,40 @@ func KeyOf(ifindex int, dir rules.Direction) Key {
 // Direction of a key.
 func (k Key) Direction() rules.Direction { return rules.Direction(k.Dir) }
 
-// Set installs cfg for key. Counters are created if absent and kept if
-// present; the bucket's state is carried over from the entry being
-// replaced (read and written under the entry's spin lock), so a rule change
-// neither resets counters nor refills the bucket. A new bucket starts
-// nearly empty (one GSO skb of credit): a full one would let burst bytes
-// through at line rate the moment a rule is applied.
+// Set installs cfg for key. Counters are kept; the bucket's state is
+// carried over from the rule being replaced (read and written under the
+// entry's spin lock), so a rule change neither resets counters nor refills
+// the bucket. A new bucket starts nearly empty (one GSO skb of credit): a
+// full one would let burst bytes through at line rate the moment a rule is
+// applied. An interface's first Set gives it a slot (zeroed counters).
 func (d *Datapath) Set(key Key, cfg Config) error {
 	if err := d.claim(int(key.Ifindex)); err != nil {
 		return err
 	}
-	zero := make([]Counters, ebpf.MustPossibleCPU())
-	if err := d.objs.KsStats.Update(key, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
-		return fmt.Errorf("creating counters for %s: %w", keyString(key), err)
+	slot, err := d.slotFor(key.Ifindex)
+	if err != nil {
+		return fmt.Errorf("%s: %w", keyString(key), err)
 	}
+	i := index(slot, key.Dir)
 	var cur Config
-	err := d.objs.KsRules.LookupWithFlags(key, &cur, ebpf.LookupLock)
-	switch {
-	case err == nil:
-		cfg.TokensQ32, cfg.LastNs, cfg.T_next = cur.TokensQ32, cur.LastNs, cur.T_next
-		cfg.GeBad = cur.GeBad
-	case errors.Is(err, ebpf.ErrKeyNotExist):
-		cfg.TokensQ32, cfg.LastNs, cfg.T_next = int64(cfg.Debt)<<32, monotonicNow(), 0
-	default:
+	if err := d.objs.KsRules.LookupWithFlags(i, &cur, ebpf.LookupLock); err != nil {
 		return fmt.Errorf("reading rule for %s: %w", keyString(key), err)
 	}
-	if err := d.objs.KsRules.Update(key, cfg, ebpf.UpdateLock); err != nil {
+	if cur.Flags&flagSet != 0 {
+		cfg.TokensQ32, cfg.LastNs, cfg.T_next = cur.TokensQ32, cur.LastNs, cur.T_next
+		cfg.GeBad = cur.GeBad
+	} else {
+		cfg.TokensQ32, cfg.LastNs, cfg.T_next = int64(cfg.Debt)<<32, bucketNow(), 0
+	}
+	cfg.Flags |= flagSet
+	cfg.Ifindex = key.Ifindex
+	if err := d.objs.KsRules.Update(i, cfg, ebpf.UpdateLock); err != nil {
 		return fmt.Errorf("writing rule for %s: %w", keyString(key), err)
 	}
 	return nil
 }
+
+const flagSet = uint32(shaperKsFlagsKS_F_SET)
 
 // Delete removes every entry of key. Missing entries are not an error.
 func (d *Datapath) Delete(key Key) error {
@@ -61,11 +65,20 @@ func (d *Datapath) Delete(key Key) error {
 }
 
 func (d *Datapath) deleteKey(key Key) error {
-	// Rule first: from then on the program leaves the interface alone.
 	var errs []error
-	for _, m := range d.maps() {
-		if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting %s from %s: %w", keyString(key), m.String(), err))
+	slot, ok, err := d.slotOf(key.Ifindex)
+	if err != nil {
+		return err
+	}
+	if ok {
+		// Rule first: from then on the program leaves the direction alone.
+		if err := d.objs.KsRules.Update(index(slot, key.Dir), Config{}, ebpf.UpdateAny); err != nil {
+			errs = append(errs, fmt.Errorf("deleting the rule of %s: %w", keyString(key), err))
+		}
+		// The interface's last direction gone: its slot too.
+		var other Config
+		if err := d.objs.KsRules.Lookup(index(slot, 1-key.Dir), &other); err == nil && other.Flags&flagSet == 0 {
+			errs = append(errs, d.freeSlot(key.Ifindex))
 		}
 	}
 	if err := d.setPeers(key, nil); err != nil {
@@ -77,44 +90,37 @@ func (d *Datapath) deleteKey(key Key) error {
 	return errors.Join(errs...)
 }
 
-func (d *Datapath) maps() []*ebpf.Map { return []*ebpf.Map{d.objs.KsRules, d.objs.KsStats} }
-
 // Lookup returns the config installed for key.
 func (d *Datapath) Lookup(key Key) (Config, bool, error) {
 	var c Config
-	err := d.objs.KsRules.LookupWithFlags(key, &c, ebpf.LookupLock)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return c, false, nil
+	i, ok, err := d.indexOf(key)
+	if err != nil || !ok {
+		return c, false, err
 	}
-	if err != nil {
+	if err := d.objs.KsRules.LookupWithFlags(i, &c, ebpf.LookupLock); err != nil {
 		return c, false, fmt.Errorf("reading config for %s: %w", keyString(key), err)
 	}
+	if c.Flags&flagSet == 0 {
+		return Config{}, false, nil
+	}
+	c.Flags &^= flagSet
 	return c, true, nil
 }
 
-// Keys lists every key with an entry in any of the maps (rules or
-// counters), so that leftovers of a crash are found too.
+// Keys lists both directions of every interface with a slot, and keys
+// with peers only, so that leftovers of a crash are found too.
 func (d *Datapath) Keys() ([]Key, error) {
 	seen := map[Key]bool{}
 	var out []Key
-	for _, m := range d.maps() {
-		// NextKey, not Iterate: only keys are needed, and per-CPU values
-		// would be copied for nothing.
-		var cur any // untyped nil asks for the first key
-		for {
-			var next Key
-			err := m.NextKey(cur, &next)
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("listing %s: %w", m.String(), err)
-			}
-			if !seen[next] {
-				seen[next] = true
-				out = append(out, next)
-			}
-			cur = next
+	owners, err := d.owners()
+	if err != nil {
+		return nil, err
+	}
+	for _, ifindex := range owners {
+		for dir := uint32(0); dir < 2; dir++ {
+			k := Key{Ifindex: ifindex, Dir: dir}
+			seen[k] = true
+			out = append(out, k)
 		}
 	}
 	// Peers of targeted rules, which a crash may have left without one.

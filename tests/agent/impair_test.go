@@ -187,14 +187,11 @@ func TestCustomPrograms(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	var per []datapath.Counters
-	if err := m.Stats.Lookup(datapath.KeyOf(w.Ifindex(a), rules.Egress), &per); err != nil {
+	cnt, _, err := m.Counters(w.Ifindex(a), rules.Egress)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var drops uint64
-	for _, c := range per {
-		drops += c.DropPackets[datapath.ReasonProgram]
-	}
+	drops := cnt.DropPackets[datapath.ReasonProgram]
 	if drops < n {
 		t.Errorf("pa: %d drops under reason program, want at least %d", drops, n)
 	}

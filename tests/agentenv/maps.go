@@ -20,136 +20,89 @@ const (
 	StatsMap = "ks_stats"
 )
 
-// Maps are the agent's pinned rule and counter maps, opened from the pin
-// directory without loading any program (datapath.Open would verify and
-// load both programs on every call).
+// Maps are the agent's pinned maps, opened from the pin directory without
+// loading any program (datapath.Open would verify and load the programs
+// on every call): a datapath.OpenPinned view.
 type Maps struct {
-	Rules, Stats *ebpf.Map
+	dp *datapath.Datapath
 }
 
 // Maps opens the pinned maps; missing pins (no agent ran yet, or a full
 // cleanup removed them) give empty Maps, whose lookups find nothing.
 func (w *World) Maps() (*Maps, error) { return OpenMaps(w.PinDir) }
 
-// OpenMaps opens the rule and counter maps pinned in dir.
+// OpenMaps opens the maps pinned in dir.
 func OpenMaps(dir string) (*Maps, error) {
-	m := &Maps{}
-	var err error
-	if m.Rules, err = loadPinned(filepath.Join(dir, RulesMap)); err != nil {
-		return nil, err
-	}
-	if m.Stats, err = loadPinned(filepath.Join(dir, StatsMap)); err != nil {
-		m.Close()
-		return nil, err
-	}
-	return m, nil
-}
-
-func loadPinned(path string) (*ebpf.Map, error) {
-	mp, err := ebpf.LoadPinnedMap(path, nil)
+	dp, err := datapath.OpenPinned(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return &Maps{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening pinned map %s: %w", path, err)
+		return nil, err
 	}
-	return mp, nil
+	return &Maps{dp: dp}, nil
 }
+
+// Present reports whether an agent's maps are pinned.
+func (m *Maps) Present() bool { return m.dp != nil }
+
+// Datapath is the view itself (nil when nothing is pinned).
+func (m *Maps) Datapath() *datapath.Datapath { return m.dp }
 
 // Close releases the handles.
 func (m *Maps) Close() {
-	for _, mp := range []*ebpf.Map{m.Rules, m.Stats} {
-		if mp != nil {
-			mp.Close()
-		}
+	if m.dp != nil {
+		m.dp.Close()
 	}
 }
 
 // Rule returns the rule of ifindex and dir.
 func (m *Maps) Rule(ifindex int, dir rules.Direction) (datapath.Config, bool, error) {
-	var c datapath.Config
-	if m.Rules == nil {
-		return c, false, nil
+	if m.dp == nil {
+		return datapath.Config{}, false, nil
 	}
-	err := m.Rules.LookupWithFlags(datapath.KeyOf(ifindex, dir), &c, ebpf.LookupLock)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return c, false, nil
-	}
-	return c, err == nil, err
+	return m.dp.Lookup(datapath.KeyOf(ifindex, dir))
 }
 
-// Keys lists the keys present in the rule or counter map.
-func (m *Maps) Keys() ([]datapath.Key, error) {
-	seen := map[datapath.Key]bool{}
-	var out []datapath.Key
-	for _, mp := range []*ebpf.Map{m.Rules, m.Stats} {
-		if mp == nil {
-			continue
-		}
-		ks, err := keysOf[datapath.Key](mp)
-		if err != nil {
-			return nil, err
-		}
-		for _, k := range ks {
-			if !seen[k] {
-				seen[k] = true
-				out = append(out, k)
-			}
-		}
+// Counters returns the summed counters of ifindex and dir.
+func (m *Maps) Counters(ifindex int, dir rules.Direction) (datapath.Counters, bool, error) {
+	if m.dp == nil {
+		return datapath.Counters{}, false, nil
 	}
-	return out, nil
+	return m.dp.Counters(datapath.KeyOf(ifindex, dir))
+}
+
+// Keys lists the keys the maps hold entries for.
+func (m *Maps) Keys() ([]datapath.Key, error) {
+	if m.dp == nil {
+		return nil, nil
+	}
+	return m.dp.Keys()
 }
 
 // AllRules reads every rule, by key.
 func (m *Maps) AllRules() (map[datapath.Key]datapath.Config, error) {
 	out := map[datapath.Key]datapath.Config{}
-	if m.Rules == nil {
-		return out, nil
-	}
-	ks, err := keysOf[datapath.Key](m.Rules)
+	ks, err := m.Keys()
 	if err != nil {
 		return nil, err
 	}
 	for _, k := range ks {
-		var c datapath.Config
-		if err := m.Rules.LookupWithFlags(k, &c, ebpf.LookupLock); err != nil {
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				continue
-			}
+		c, ok, err := m.dp.Lookup(k)
+		if err != nil {
 			return nil, err
 		}
-		out[k] = c
+		if ok {
+			out[k] = c
+		}
 	}
 	return out, nil
 }
 
-// RuleCount is the number of keys in the rule map (cheap: no values read).
+// RuleCount is the number of keys with a rule.
 func (m *Maps) RuleCount() (int, error) {
-	if m.Rules == nil {
-		return 0, nil
-	}
-	ks, err := keysOf[datapath.Key](m.Rules)
-	return len(ks), err
-}
-
-func keysOf[K comparable](mp *ebpf.Map) ([]K, error) {
-	var out []K
-	var cur any // untyped nil asks for the first key
-	for {
-		var next K
-		err := mp.NextKey(cur, &next)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("listing %s: %w", mp, err)
-		}
-		out = append(out, next)
-		cur = next
-		if len(out) > 1<<20 {
-			return nil, fmt.Errorf("listing %s: more than 2^20 keys (a key deleted under the walk?)", mp)
-		}
-	}
+	all, err := m.AllRules()
+	return len(all), err
 }
 
 // PinnedObjects lists every object pinned under the pin directory with

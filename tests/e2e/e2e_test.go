@@ -189,7 +189,7 @@ func (w *world) daemonSetReady(t *testing.T) {
 		{"list", "endpointslices.discovery.k8s.io", true},
 		{"create", "events", true}, {"patch", "events.events.k8s.io", true},
 		{"delete", "pods", false}, {"update", "pods", false}, {"get", "secrets", false},
-		{"create", "pods", false}, {"update", "nodes", false},
+		{"create", "pods", false}, {"update", "nodes", false}, {"get", "nodes", true},
 	} {
 		out, _ := w.c.Kubectl(ctx, "auth", "can-i", c.verb, c.resource, "--as", sa, "-A")
 		got := strings.TrimSpace(out) == "yes"

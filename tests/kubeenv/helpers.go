@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
@@ -79,8 +80,11 @@ func (e *Env) CreateNode(ctx context.Context, name string) (*corev1.Node, error)
 			LastHeartbeatTime:  now,
 			LastTransitionTime: now,
 		}},
-		Capacity: corev1.ResourceList{},
-		NodeInfo: corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64"},
+		// A node configured for 512 pods (the kubelet's --max-pods): the
+		// agent sizes its maps from Allocatable (tests go to 250 pods).
+		Capacity:    corev1.ResourceList{corev1.ResourcePods: resource.MustParse("512")},
+		Allocatable: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("512")},
+		NodeInfo:    corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64"},
 	}
 	node, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
 	if err != nil {

@@ -188,7 +188,7 @@ func killWhen(t *testing.T, w *agentenv.World, ag *agentenv.Agent, cond func(*ag
 			t.Fatalf("the agent exited: %v", err)
 		}
 		m, err := w.Maps()
-		if err != nil || m.Rules == nil {
+		if err != nil || !m.Present() {
 			return false, fmt.Sprint(err)
 		}
 		defer m.Close()

@@ -267,8 +267,8 @@ func vethRace(t *testing.T, w *agentenv.World) {
 	ag.Stop(t)
 }
 
-// mapFull fills the pinned rule map with keys of interfaces that do not
-// exist, up to max_entries, under a running agent whose leftover
+// mapFull fills the slot table with interfaces that do not
+// exist, up to its size, under a running agent whose leftover
 // collection is far away (--resync 1h): a new pod's apply must fail with an
 // ApplyFailed Event saying the map is full, leave no entry and no filter,
 // not disturb the pods already shaped, and succeed on a retry once room is
@@ -280,28 +280,29 @@ func mapFull(t *testing.T, w *agentenv.World) {
 	t.Cleanup(ag.Kill)
 	w.WaitRate(a, rules.Egress, 10e6)
 
-	rulesMap, err := ebpf.LoadPinnedMap(w.PinDir+"/"+agentenv.RulesMap, nil)
-	if err != nil {
-		t.Fatal(err)
+	maps, err := w.Maps()
+	if err != nil || !maps.Present() {
+		t.Fatalf("opening the agent's maps: %v", err)
 	}
-	defer rulesMap.Close()
+	defer maps.Close()
+	dp := maps.Datapath()
 	filled := 0
 	var dummies []datapath.Key
 	for i := 0; ; i++ {
 		k := datapath.KeyOf(0x7f000000+i, rules.Egress)
-		err := rulesMap.Update(k, datapath.Config{}, ebpf.UpdateNoExist)
-		if errors.Is(err, unix.E2BIG) {
+		err := dp.Set(k, datapath.Config{})
+		if errors.Is(err, datapath.ErrFull) {
 			break
 		}
 		if err != nil {
-			t.Fatalf("filling %s after %d keys: %v", agentenv.RulesMap, filled, err)
+			t.Fatalf("filling the maps after %d interfaces: %v", filled, err)
 		}
 		dummies = append(dummies, k)
 		filled++
 	}
 	t.Cleanup(func() {
 		for _, k := range dummies {
-			rulesMap.Delete(k)
+			dp.Delete(k)
 		}
 	})
 	w.Pod(b, "mb", nil, map[string]string{"kubeshaper.io/bandwidth": "20mbit egress"})
@@ -333,16 +334,16 @@ func mapFull(t *testing.T, w *agentenv.World) {
 	// Room: the operator (or --resync's leftover collection) frees it.
 	freed := time.Now()
 	for _, k := range dummies[:len(dummies)/2] {
-		rulesMap.Delete(k)
+		dp.Delete(k)
 	}
 	w.Eventually(bound(10*time.Second), "mb applied once there is room", func() (bool, string) {
 		c, ok := w.Rule(b, rules.Egress)
 		return ok && c.RateBits() == 20e6 && w.Filters(b) == 2, c.String()
 	})
 	t.Logf("map full: %d dummy keys filled %s; mb: ApplyFailed %q, %d failed reconciles retried, no entry, no filter, ma untouched; applied %v after room was made",
-		filled, agentenv.RulesMap, msg, retries, time.Since(freed).Round(time.Millisecond))
+		filled, "the slot table", msg, retries, time.Since(freed).Round(time.Millisecond))
 	for _, k := range dummies {
-		rulesMap.Delete(k)
+		dp.Delete(k)
 	}
 	ag.Stop(t)
 	w.DeletePod("ma")

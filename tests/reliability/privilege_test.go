@@ -273,13 +273,14 @@ var (
 		{"list", "", "namespaces", ""}, {"watch", "", "namespaces", ""},
 		{"list", "discovery.k8s.io", "endpointslices", ""},
 		{"create", "", "events", ""}, {"patch", "", "events", ""},
+		{"get", "", "nodes", ""}, // its Node's allocatable pods size the maps
 	}
 	mustDeny = []access{
 		{"create", "", "pods", ""}, {"update", "", "pods", ""}, {"patch", "", "pods", ""}, {"delete", "", "pods", ""},
 		{"update", "", "pods", "status"}, {"create", "", "pods", "exec"}, {"create", "", "pods", "eviction"},
 		{"get", "", "secrets", ""}, {"list", "", "secrets", ""}, {"get", "", "configmaps", ""},
 		{"update", "", "services", ""}, {"update", "", "namespaces", ""}, {"delete", "", "namespaces", ""},
-		{"get", "", "nodes", ""}, {"patch", "", "nodes", ""},
+		{"list", "", "nodes", ""}, {"patch", "", "nodes", ""},
 		{"create", "", "serviceaccounts", "token"}, {"delete", "", "events", ""},
 		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", ""}, {"escalate", "rbac.authorization.k8s.io", "clusterroles", ""},
 		{"impersonate", "", "users", ""}, {"create", "apps", "daemonsets", ""},

@@ -1,0 +1,38 @@
+#!/bin/sh
+# make bench-memory: kubeshaper's memory on this machine and in qemu guests
+# with 64 and 192 CPUs (TCG: slow, minutes per boot), for this tree and for
+# the baseline (the code before issue 12, BASELINE), under the DaemonSet's
+# memory limit (the baseline under the limit it shipped with, 256Mi).
+# Writes docs/bench/memory.jsonl; tools/readmefigs renders it.
+set -eu
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+BASELINE=${BASELINE:-dccdc85}
+KERNEL=${KERNEL:-6.18}
+CPUS=${CPUS:-"64 192"}
+PODS=${PODS:-0,250,500}
+out=docs/bench/memory.jsonl
+work=${KERNELS_CACHE:-$repo/.cache/kernels}/membench
+mkdir -p "$work"
+CGO_ENABLED=0 go build -o "$work/membench-today" ./tools/membench
+# The baseline: its own tree, with this loader (built against its API).
+rm -rf "$work/base"
+git worktree add --force --detach "$work/base" "$BASELINE" >/dev/null
+cp tools/membench/*.go "$work/base/tools/membench/" 2>/dev/null || { mkdir -p "$work/base/tools/membench"; cp tools/membench/*.go "$work/base/tools/membench/"; }
+(cd "$work/base" && CGO_ENABLED=0 go build -tags baseline -o "$work/membench-baseline" ./tools/membench)
+git worktree remove --force "$work/base"
+: >"$out.new"
+"$work/membench-today" -pod-counts "$PODS" -build today -out "$out.new"
+"$work/membench-baseline" -pod-counts "$PODS" -build baseline -limit 256Mi -out "$out.new"
+for n in $CPUS; do
+	mem=$((2048 + n * 16))
+	for b in today baseline; do
+		lim=""
+		[ $b = baseline ] && lim="-limit 256Mi"
+		KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $mem" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-1800s} \
+			tools/kernels/qemu-exec "$work/membench-$b" -pod-counts "$PODS" -build $b $lim |
+			grep '^{' >>"$out.new" || echo "membench: $b at $n CPUs failed" >&2
+	done
+done
+mv "$out.new" "$out"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
