@@ -92,16 +92,12 @@ func (d *Datapath) slotFor(ifindex uint32) (uint32, error) {
 	}
 	// Zero it now, not when it was freed: a packet in flight then may
 	// still have written to it.
-	zeroPcpu := make([]PcpuCounters, ebpf.MustPossibleCPU())
 	for dir := uint32(0); dir < 2; dir++ {
 		i := index(free, dir)
 		if err := d.objs.KsRules.Update(i, Config{}, ebpf.UpdateAny); err != nil {
 			return 0, fmt.Errorf("clearing slot %d: %w", free, err)
 		}
-		if err := d.objs.KsStats.Update(i, Counters{}, ebpf.UpdateAny); err != nil {
-			return 0, fmt.Errorf("clearing slot %d: %w", free, err)
-		}
-		if err := d.objs.KsPcpu.Update(i, zeroPcpu, ebpf.UpdateAny); err != nil {
+		if err := d.zeroCounters(i); err != nil {
 			return 0, fmt.Errorf("clearing slot %d: %w", free, err)
 		}
 	}
@@ -174,4 +170,12 @@ func (d *Datapath) owners() ([]uint32, error) {
 		}
 	}
 	return out, it.Err()
+}
+
+// zeroCounters clears the counters at index i.
+func (d *Datapath) zeroCounters(i uint32) error {
+	if err := d.objs.KsStats.Update(i, Counters{}, ebpf.UpdateAny); err != nil {
+		return err
+	}
+	return d.objs.KsPcpu.Update(i, make([]PcpuCounters, ebpf.MustPossibleCPU()), ebpf.UpdateAny)
 }

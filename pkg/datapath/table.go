@@ -72,8 +72,15 @@ func (d *Datapath) deleteKey(key Key) error {
 	}
 	if ok {
 		// Rule first: from then on the program leaves the direction alone.
-		if err := d.objs.KsRules.Update(index(slot, key.Dir), Config{}, ebpf.UpdateAny); err != nil {
+		// Then its counters (a packet already past the rule lookup may
+		// still add itself: a new interface's slot is zeroed again when
+		// it is given out).
+		i := index(slot, key.Dir)
+		if err := d.objs.KsRules.Update(i, Config{}, ebpf.UpdateAny); err != nil {
 			errs = append(errs, fmt.Errorf("deleting the rule of %s: %w", keyString(key), err))
+		}
+		if err := d.zeroCounters(i); err != nil {
+			errs = append(errs, fmt.Errorf("deleting the counters of %s: %w", keyString(key), err))
 		}
 		// The interface's last direction gone: its slot too.
 		var other Config
