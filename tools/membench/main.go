@@ -53,6 +53,8 @@ func main() {
 	limit := flag.String("limit", "", "orchestrator: memory limit (default: manifests/daemonset.yaml's)")
 	build := flag.String("build", "today", "orchestrator: label of the build measured")
 	out := flag.String("out", "", "orchestrator: append JSON lines here (default stdout)")
+	baseBin := flag.String("baseline-bin", "", "orchestrator: also measure this membench binary (built -tags baseline) as build \"baseline\"")
+	baseLimit := flag.String("baseline-limit", "256Mi", "orchestrator: the baseline's memory limit (the DaemonSet's then)")
 	flag.Parse()
 	if *load {
 		if err := loader(*pins, *prefix, *pods, *capacity); err != nil {
@@ -61,7 +63,7 @@ func main() {
 		}
 		return
 	}
-	res, err := orchestrate(*podList, *limit, *build)
+	res, err := orchestrate(*podList, *limit, *build, *baseBin, *baseLimit)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "membench: %v\n", err)
 		os.Exit(1)

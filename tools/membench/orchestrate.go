@@ -20,7 +20,7 @@ import (
 
 const bpffs = "/sys/fs/bpf"
 
-func orchestrate(podList, limitFlag, build string) ([]Result, error) {
+func orchestrate(podList, limitFlag, build, baseBin, baseLimitFlag string) ([]Result, error) {
 	limit, err := memoryLimit(limitFlag)
 	if err != nil {
 		return nil, err
@@ -35,18 +35,32 @@ func orchestrate(podList, limitFlag, build string) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	type variant struct {
+		build, bin string
+		limit      int64
+	}
+	variants := []variant{{build, self, limit}}
+	if baseBin != "" {
+		bl, err := memoryLimit(baseLimitFlag)
+		if err != nil {
+			return nil, err
+		}
+		variants = append(variants, variant{"baseline", baseBin, bl})
+	}
 	var out []Result
 	for _, s := range strings.Split(podList, ",") {
 		pods, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			return nil, fmt.Errorf("pod count %q: %w", s, err)
 		}
-		r := Result{Build: build, Kernel: unix.ByteSliceToString(u.Release[:]), Pods: pods,
-			Capacity: max(pods, 110), LimitBytes: limit}
-		if err := measure(&r, cg, self); err != nil {
-			return nil, err
+		for _, v := range variants {
+			r := Result{Build: v.build, Kernel: unix.ByteSliceToString(u.Release[:]), Pods: pods,
+				Capacity: max(pods, 110), LimitBytes: v.limit}
+			if err := measure(&r, cg, v.bin); err != nil {
+				return nil, err
+			}
+			out = append(out, r)
 		}
-		out = append(out, r)
 	}
 	return out, nil
 }

@@ -22,17 +22,11 @@ cp tools/membench/*.go "$work/base/tools/membench/" 2>/dev/null || { mkdir -p "$
 (cd "$work/base" && CGO_ENABLED=0 go build -tags baseline -o "$work/membench-baseline" ./tools/membench)
 git worktree remove --force "$work/base"
 : >"$out.new"
-"$work/membench-today" -pod-counts "$PODS" -build today -out "$out.new"
-"$work/membench-baseline" -pod-counts "$PODS" -build baseline -limit 256Mi -out "$out.new"
+"$work/membench-today" -pod-counts "$PODS" -baseline-bin "$work/membench-baseline" -out "$out.new"
 for n in $CPUS; do
-	mem=$((2048 + n * 16))
-	for b in today baseline; do
-		lim=""
-		[ $b = baseline ] && lim="-limit 256Mi"
-		KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $mem" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-1800s} \
-			tools/kernels/qemu-exec "$work/membench-$b" -pod-counts "$PODS" -build $b $lim |
-			grep '^{' >>"$out.new" || echo "membench: $b at $n CPUs failed" >&2
-	done
+	KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $((2048 + n * 16))" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-2400s} \
+		tools/kernels/qemu-exec "$work/membench-today" -pod-counts "$PODS" -baseline-bin "$work/membench-baseline" |
+		grep '^{' >>"$out.new" || echo "membench: the guest with $n CPUs failed" >&2
 done
 mv "$out.new" "$out"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
