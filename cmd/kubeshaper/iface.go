@@ -159,8 +159,8 @@ func resolvePodEnd(nsPath, name string) (shaper.Interface, error) {
 		if err != nil {
 			return err
 		}
-		if l.Type() != "veth" {
-			return fmt.Errorf("%s is a %s, not a veth", name, l.Type())
+		if l.Type() != "veth" && l.Type() != "netkit" {
+			return fmt.Errorf("%s is a %s, not a veth or netkit", name, l.Type())
 		}
 		peer = l.Attrs().ParentIndex
 		return nil

@@ -76,7 +76,7 @@ func readPodSide(podIP net.IP) (podSide, error) {
 		return podSide{}, err
 	}
 	a := link.Attrs()
-	if link.Type() != "veth" {
+	if !isPair(link) {
 		return podSide{}, fmt.Errorf("%s (ifindex %d) is of kind %s: %w", a.Name, a.Index, link.Type(), ErrNotVeth)
 	}
 	return podSide{name: a.Name, index: a.Index, peerIndex: a.ParentIndex, peerNsID: a.NetNsID}, nil
@@ -109,7 +109,7 @@ func podLink(podIP net.IP) (netlink.Link, error) {
 // checkHostSide verifies, in the caller's netns, that host is pod's peer.
 func checkHostSide(host netlink.Link, pod podSide, nsPath string) error {
 	a := host.Attrs()
-	if host.Type() != "veth" || a.ParentIndex != pod.index || a.NetNsID < 0 {
+	if !isPair(host) || a.ParentIndex != pod.index || a.NetNsID < 0 {
 		return fmt.Errorf("ifindex %d here is %s (%s), not the peer of %s: %w",
 			a.Index, a.Name, host.Type(), pod.name, ErrPeerNotFound)
 	}
@@ -130,6 +130,14 @@ func checkHostSide(host netlink.Link, pod podSide, nsPath string) error {
 	}
 	return nil
 }
+
+// isPair reports whether the link is one end of a pair whose other end
+// is in another netns: a veth, or a netkit device (Linux 6.7+, what
+// Cilium's netkit mode gives pods instead of a veth). kubeshaper's hooks
+// work the same on both; on netkit the host end's are skipped by the
+// device's own programs, which the agent detects from counters and then
+// runs the pod's rules on the pod end.
+func isPair(l netlink.Link) bool { return l.Type() == "veth" || l.Type() == "netkit" }
 
 func podIPString(ip net.IP) string {
 	if ip == nil {

@@ -41,7 +41,7 @@ func PodEnd(hostVethName string) (PodVeth, error) {
 		return PodVeth{}, fmt.Errorf("%s: %v: %w", what, err, ErrNoInterface)
 	}
 	a := host.Attrs()
-	if host.Type() != "veth" {
+	if !isPair(host) {
 		return PodVeth{}, fmt.Errorf("%s: ifindex %d is of kind %s: %w", what, a.Index, host.Type(), ErrNotVeth)
 	}
 	if a.NetNsID < 0 {
@@ -60,7 +60,7 @@ func PodEnd(hostVethName string) (PodVeth, error) {
 		if err != nil {
 			return fmt.Errorf("ifindex %d: %v: %w", a.ParentIndex, err, ErrPeerNotFound)
 		}
-		if peer.Type() != "veth" || peer.Attrs().ParentIndex != a.Index {
+		if !isPair(peer) || peer.Attrs().ParentIndex != a.Index {
 			return fmt.Errorf("ifindex %d is %s (%s), not paired with ifindex %d: %w",
 				a.ParentIndex, peer.Attrs().Name, peer.Type(), a.Index, ErrPeerNotFound)
 		}

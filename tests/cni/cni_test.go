@@ -180,14 +180,14 @@ func wireRateOver(t *testing.T, from, to *netlab.Pod, window time.Duration) floa
 // window's start, at most its burst (500 ms of the rate: TCP backing off
 // after a drop lets it refill): ≤ 1 + 0.5/2 = 1.25× over 2 s, exactly, for
 // a correct build (measured 0.94-1.05). A bypass is ≥ 4× (a guest's veth
-// carries hundreds of Mbit/s, a host's Gbit/s); a working limit ≥ 0.3×
-// (TCP recovering from a policer's drops: ≥ 0.9 on this host, 0.6-0.7 in
-// a qemu guest whose CPU is the bottleneck).
+// carries hundreds of Mbit/s, a host's Gbit/s); a working limit ≥ 0.15×
+// (TCP recovering from a policer's drops: ≥ 0.9 on this host, 0.36-0.7 in
+// a qemu guest whose CPU is the bottleneck): only "traffic flows at all".
 func holds(t *testing.T, what string, from, to *netlab.Pod) {
 	t.Helper()
 	got := wireRate(t, from, to)
 	t.Logf("%s: wire %.2f Mbit/s (%.3f× the limit)", what, got/1e6, got/limit)
-	if got > 1.25*limit || got < 0.3*limit {
+	if got > 1.25*limit || got < 0.15*limit {
 		t.Fatalf("%s: %.1f Mbit/s, want the %.0f Mbit/s limit to hold", what, got/1e6, limit/1e6)
 	}
 }

@@ -20,7 +20,7 @@ var (
 	}
 	// optionalModules are loaded where the kernel has them (tests that
 	// need them skip or adapt otherwise).
-	optionalModules = []string{"dummy", "ifb", "bridge", "macvlan", "ipvlan", "sch_htb", "sch_netem", "cls_matchall", "act_gact"}
+	optionalModules = []string{"dummy", "ifb", "bridge", "macvlan", "ipvlan", "sch_htb", "sch_netem", "cls_matchall", "act_gact", "netkit"}
 )
 
 // modName is a module's canonical name from its file name.
