@@ -75,8 +75,8 @@ ks_deps_main() {
 		pkgs+=(busybox-static)
 	fi
 	if ((${#pkgs[@]})); then
-		[[ $(id -u) -eq 0 ]] || { echo "deps: missing ${pkgs[*]}; run as root to install them" >&2; return 1; }
 		mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
+		[[ $(id -u) -eq 0 ]] || { echo "deps: missing ${pkgs[*]}; run as root to install them" >&2; return 1; }
 		echo "deps: apt-get install ${pkgs[*]}" >&2
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get update -qq
