@@ -56,9 +56,11 @@ deps:
 # kernel-facing tests on Debian kernels 5.10 … 7.3 in qemu (CI-sized).
 # KERNELS_CACHE (default .cache/kernels) holds the ~1 GB of kernels.
 # First installs what is missing (tools/deps.sh test), so that it runs on
-# a bare machine; a second make reads the PATH the installed Go is on.
+# a bare machine, and builds the pinned helm (tests/chart) once; a second
+# make reads the PATH the installed Go is on.
 test:
 	tools/deps.sh test
+	tools/helmbin/build.sh > /dev/null
 	$(MAKE) test-run
 
 test-run: bpffs vet build
