@@ -75,6 +75,11 @@ type position struct {
 type holder struct {
 	mu  sync.Mutex
 	pos map[string]*position // by pod key
+	// pods serializes the holder's kernel work on a pod with the
+	// reconciler's (ensure, remove): a Hold must not put back what a
+	// Clear has just taken off. Workers never handle one key at once, so
+	// only the holder contends.
+	pods sync.Map // pod key → *sync.Mutex
 	// Retakes counts every position retaken (for metrics and benches).
 	retakes uint64
 }
@@ -95,6 +100,22 @@ func (r *Reconciler) Retakes() uint64 {
 	r.hold.mu.Lock()
 	defer r.hold.mu.Unlock()
 	return r.hold.retakes
+}
+
+// lockPod locks the pod's kernel work and returns the unlock.
+func (r *Reconciler) lockPod(key string) func() {
+	m, _ := r.hold.pods.LoadOrStore(key, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+// stillApplied reports whether the pod is still applied on this veth.
+func (r *Reconciler) stillApplied(key string, ifc shaper.Interface) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.applied[key]
+	return st != nil && st.ifc.Index == ifc.Index
 }
 
 // holdPositions runs the holder until stop closes.
@@ -176,6 +197,12 @@ func (r *Reconciler) forgetPositions() {
 			delete(r.hold.pos, k)
 		}
 	}
+	r.hold.pods.Range(func(k, _ any) bool {
+		if _, ok := live[k.(string)]; !ok {
+			r.hold.pods.Delete(k)
+		}
+		return true
+	})
 }
 
 // check retakes a pod's position if another tool took it (unless backed
@@ -190,7 +217,13 @@ func (r *Reconciler) check(pn Positioner, key string, ifc shaper.Interface, judg
 	log := r.log.WithFields(logrus.Fields{"pod": key, "veth": ifc.Name})
 
 	if !backedOff {
+		unlock := r.lockPod(key)
+		if !r.stillApplied(key, ifc) {
+			unlock()
+			return // removed meanwhile: nothing to hold
+		}
 		retaken, err := pn.Hold(ifc)
+		unlock()
 		if err != nil {
 			log.WithError(err).Warn("holding kubeshaper's position")
 		}
@@ -315,6 +348,7 @@ func (r *Reconciler) report(key string, ifc shaper.Interface, prev [2]shaper.Enf
 func (r *Reconciler) movePodSide(key string, d rules.Direction, log *logrus.Entry) {
 	r.gcMu.RLock()
 	defer r.gcMu.RUnlock()
+	defer r.lockPod(key)()
 	r.mu.Lock()
 	st := r.applied[key]
 	if st == nil || st.ifc.PodSide[d] {

@@ -153,6 +153,7 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 	}
 	r.gcMu.RLock()
 	defer r.gcMu.RUnlock()
+	defer r.lockPod(key)()
 	r.mu.Lock()
 	st := r.applied[key]
 	r.mu.Unlock()
@@ -240,6 +241,7 @@ func (r *Reconciler) ensure(key string, pod *corev1.Pod, want rules.Policy) erro
 func (r *Reconciler) remove(key string) error {
 	r.gcMu.RLock()
 	defer r.gcMu.RUnlock()
+	defer r.lockPod(key)()
 	r.mu.Lock()
 	st := r.applied[key]
 	r.mu.Unlock()

@@ -24,6 +24,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/pkg/shaper"
+	"github.com/kubeshaper/kubeshaper/tests/bench"
 	"github.com/kubeshaper/kubeshaper/tests/foreign"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
@@ -38,6 +39,9 @@ var limitOnce sync.Once
 // scaleLimit measures the unshaped wire rate once per run and lowers the
 // limit where needed.
 func scaleLimit(t *testing.T, f *fixture) {
+	if bench.On() {
+		return // the figures are for the 50 Mbit/s rule
+	}
 	limitOnce.Do(func() {
 		un := wireRateOver(t, f.a, f.b, time.Second)
 		limit = min(50e6, un/8)
