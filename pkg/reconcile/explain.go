@@ -13,7 +13,7 @@ func explain(err error) string {
 	// A BPF hash map answers an insert into a full map with E2BIG, which
 	// cilium/ebpf words "key too big for map".
 	if errors.Is(err, unix.E2BIG) {
-		msg += " (a kubeshaper BPF map is full: it holds 65536 entries; entries no pod wants are collected every --resync)"
+		msg += " (a kubeshaper BPF map is full: it is sized for the Node's allocatable pods, or --max-pods; entries no pod wants are collected every --resync; a larger --max-pods migrates the pinned maps at the agent's next start, keeping rules and counters)"
 	}
 	return msg
 }

@@ -288,6 +288,12 @@ func (n *Node) TCXRevisions(ifc Interface) (r [2]uint64) {
 // Hold puts our programs back in front on ifc (Shaper.Hold).
 func (n *Node) Hold(ifc Interface) (retaken []Placement, err error) {
 	err = n.in(func() (err error) { retaken, err = n.sh.Hold(ifc); return err })
+	if err != nil && !n.Exists(ifc) {
+		// The veth went with its pod (or its sandbox) between the
+		// watcher's event and now: nothing to hold, and the pod's own
+		// update clears what is left. Not worth a warning per event.
+		return nil, nil
+	}
 	return retaken, err
 }
 

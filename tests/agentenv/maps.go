@@ -134,10 +134,32 @@ func PinnedObjects(dir string) (map[string]int, error) {
 		if err != nil {
 			return err
 		}
+		if filepath.Base(rel) == "ksp_node_netns" {
+			n -= nodeOwnNetns(mp)
+		}
 		out[rel] = n
 		return nil
 	})
 	return out, err
+}
+
+// nodeOwnNetns counts the entries of socket pacing's netns map that stand
+// for the node's own network namespace (ifindex 0, pkg/sockpace AddNetns):
+// node state that lives as long as pacing is in use, not a pod's leftover.
+// Every other entry is a pod's and must go with it.
+func nodeOwnNetns(mp *ebpf.Map) int {
+	var (
+		cookie uint64
+		ifx    uint32
+		n      int
+	)
+	it := mp.Iterate()
+	for it.Next(&cookie, &ifx) {
+		if ifx == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func countKeys(mp *ebpf.Map) (int, error) {

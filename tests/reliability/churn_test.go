@@ -168,11 +168,17 @@ loop:
 // (record.maxLruCacheEntries).
 const eventCacheObjects = 4096
 
-// extraPins counts pinned objects other than the agent's maps.
+// extraPins counts pinned objects other than the node-level ones the
+// agent keeps while it runs: the datapath's maps (ks_*), socket pacing's
+// maps (ksp_*) and its one sock_ops link (ksp_link, attached once for the
+// whole node). Per-interface pins (tcx links, in subdirectories) and any
+// other program or link are extra: they must go with their pods.
 func extraPins(pinned map[string]int) int {
 	n := 0
 	for name, v := range pinned {
-		if v < 0 || !strings.HasPrefix(name, "ks_") || strings.Contains(name, "/") {
+		nodeLevel := !strings.Contains(name, "/") &&
+			(v >= 0 && (strings.HasPrefix(name, "ks_") || strings.HasPrefix(name, "ksp_")) || name == "ksp_link")
+		if !nodeLevel {
 			n++
 		}
 	}
