@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/pkg/sockpace"
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
@@ -148,8 +152,19 @@ func TestAgentLifecycle(t *testing.T) {
 	})
 
 	t.Run("SIGTERM with cleanup removes everything", func(t *testing.T) {
+		// A drop-mode rule attaches the socket-pacing program (issue 13):
+		// the cleanup must take it away too.
+		link := filepath.Join(w.PinDir, sockpace.LinkPin)
+		w.Annotate("pod", "pa", map[string]any{"kubeshaper.io/bandwidth": "20mbit egress"})
+		w.Eventually(10*time.Second, "socket-pacing link pinned", func() (bool, string) {
+			_, err := os.Stat(link)
+			return err == nil, fmt.Sprint(err)
+		})
 		took := ag.Stop(t)
 		t.Logf("shutdown with cleanup took %v", took)
+		if _, err := os.Stat(link); err == nil {
+			t.Errorf("the socket-pacing program is still attached (%s pinned) after cleanup", link)
+		}
 		if n := w.Filters(a); n != 0 {
 			t.Errorf("%d filters left on pa", n)
 		}
