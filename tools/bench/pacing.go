@@ -20,7 +20,24 @@ import (
 // pod); pod ingress with the sender off the node (pod B unknown to
 // kubeshaper: nothing can pace it, as for a sender on another machine).
 
-var pacingModes = map[string]bool{"drop": true, "drop+pacing": true, "tbf": true, "pace": true, "kernel-tbf": true, "cni": true}
+var pacingModes = map[string]bool{"drop": true, "drop+pacing": true, "tbf": true, "pace": true, "kernel-tbf": true, "cni": true,
+	// The issue's first table: the application paces its own socket
+	// (iperf3 --fq-rate) at the target with no rule, or at 0.94× the
+	// target under the policer alone or under drop+pacing (which must
+	// not raise it).
+	"none+fqrate": true, "drop+fqrate94": true, "drop+pacing+fqrate94": true}
+
+// appFQRate is the pacing rate the application sets itself in mode m
+// (iperf3 --fq-rate, payload bits/s), 0 for none.
+func appFQRate(m string, target uint64) uint64 {
+	switch m {
+	case "none+fqrate":
+		return target
+	case "drop+fqrate94", "drop+pacing+fqrate94":
+		return target * 94 / 100
+	}
+	return 0
+}
 
 type paceRep struct {
 	Rep int `json:"rep"`
@@ -184,10 +201,12 @@ func (b *bench) applyPacingRule(m, c string, rate uint64) (string, error) {
 		return b.applyBandwidth(modeSpec{Name: m, Kind: m}, dir, rate)
 	case "cni":
 		return b.cniBandwidth("ADD", dir, rate)
+	case "none+fqrate":
+		return fmt.Sprintf("(no rule; iperf3 --fq-rate %d)", appFQRate(m, rate)), nil
 	}
 	val := tcRate(rate) + " " + dir
 	switch m {
-	case "drop":
+	case "drop", "drop+fqrate94":
 		val += " pacing=off"
 	case "tbf", "pace":
 		val += " mode=" + m
@@ -309,6 +328,9 @@ func (b *bench) paceOnce(p *pacePoint, rep int) (rr paceRep) {
 	cmd, err := b.applyPacingMode(p.Mode, p.Case, p.TargetBps)
 	if p.Command == "" {
 		p.Command = cmd
+		if fq := appFQRate(p.Mode, p.TargetBps); fq > 0 {
+			p.Command += fmt.Sprintf("; iperf3 --fq-rate %d per stream", fq/uint64(p.Streams))
+		}
 	}
 	defer b.clearPacingMode(p.Mode, p.Case, p.TargetBps)
 	if err != nil {
@@ -327,6 +349,9 @@ func (b *bench) paceOnce(p *pacePoint, rep int) (rr paceRep) {
 	args := b.iperfArgs(dirOf(p.Case), b.cfg.Duration)
 	if p.Streams > 1 {
 		args = append(args, "-P", strconv.Itoa(p.Streams))
+	}
+	if fq := appFQRate(p.Mode, p.TargetBps); fq > 0 {
+		args = append(args, "--fq-rate", strconv.FormatUint(fq/uint64(p.Streams), 10))
 	}
 	ic := exec.Command("ip", args...)
 	var iout bytes.Buffer
