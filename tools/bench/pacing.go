@@ -48,7 +48,7 @@ type paceRep struct {
 	OutSegs     uint64    `json:"sender_out_segs"`
 	RetransSegs uint64    `json:"sender_retrans_segs"`
 	RetransPct  float64   `json:"retrans_pct"`
-	TCDrops     uint64    `json:"kubeshaper_bandwidth_drops"`
+	TCDrops     int64     `json:"kubeshaper_bandwidth_drops"` // -1: kubeshaper status could not be read
 	PingP50Ms   float64   `json:"ping_p50_ms"`
 	PingP99Ms   float64   `json:"ping_p99_ms"`
 	PingLossPct float64   `json:"ping_loss_pct"`
@@ -381,7 +381,7 @@ func (b *bench) paceOnce(p *pacePoint, rep int) (rr paceRep) {
 	if rr.OutSegs > 0 {
 		rr.RetransPct = 100 * float64(rr.RetransSegs) / float64(rr.OutSegs)
 	}
-	if p.Mode != "kernel-tbf" && p.Mode != "cni" {
+	if p.Mode != "kernel-tbf" && p.Mode != "cni" && p.Mode != "none+fqrate" {
 		rr.TCDrops = b.bandwidthDrops(dirOf(p.Case))
 	}
 	if ierr != nil {
@@ -404,7 +404,7 @@ func (b *bench) paceOnce(p *pacePoint, rep int) (rr paceRep) {
 
 // bandwidthDrops reads kubeshaper's bandwidth drops on pod A's veth in
 // direction dir (counters start at the apply: iface clear deletes them).
-func (b *bench) bandwidthDrops(dir string) uint64 {
+func (b *bench) bandwidthDrops(dir string) int64 {
 	raw := b.statusWindow()
 	var st []struct {
 		Interface  string `json:"interface"`
@@ -415,8 +415,8 @@ func (b *bench) bandwidthDrops(dir string) uint64 {
 			} `json:"drops"`
 		} `json:"directions"`
 	}
-	if json.Unmarshal(raw, &st) != nil {
-		return 0
+	if raw == nil || json.Unmarshal(raw, &st) != nil {
+		return -1
 	}
 	for _, s := range st {
 		if s.Interface != b.topo.VethA {
@@ -424,11 +424,11 @@ func (b *bench) bandwidthDrops(dir string) uint64 {
 		}
 		for _, d := range s.Directions {
 			if d.Direction == dir {
-				return d.Drops["bandwidth"].Packets
+				return int64(d.Drops["bandwidth"].Packets)
 			}
 		}
 	}
-	return 0
+	return -1
 }
 
 func (b *bench) statusWindow() json.RawMessage {
@@ -437,6 +437,7 @@ func (b *bench) statusWindow() json.RawMessage {
 	}
 	out, err := b.cli("status", "--json", "--window", "0")
 	if err != nil || !json.Valid([]byte(out)) {
+		b.warn("kubeshaper status for the drop count: %v", err)
 		return nil
 	}
 	return json.RawMessage(strings.TrimSpace(out))
@@ -508,7 +509,9 @@ func (p *pacePoint) summarise() {
 		p95 = append(p95, r.P95Ratio)
 		rpct = append(rpct, r.RetransPct)
 		retr = append(retr, float64(r.RetransSegs))
-		drops = append(drops, float64(r.TCDrops))
+		if r.TCDrops >= 0 {
+			drops = append(drops, float64(r.TCDrops))
+		}
 		ping = append(ping, r.PingP99Ms)
 	}
 	if len(errs) > 0 {
@@ -523,7 +526,10 @@ func (p *pacePoint) summarise() {
 	p.P95Ratio, _, _ = medMinMax(p95)
 	p.RetransPct, _, _ = medMinMax(rpct)
 	p.Retrans, _, _ = medMinMax(retr)
-	p.TCDrops, _, _ = medMinMax(drops)
+	p.TCDrops = -1
+	if len(drops) > 0 {
+		p.TCDrops, _, _ = medMinMax(drops)
+	}
 	p.PingP99Ms, _, _ = medMinMax(ping)
 }
 

@@ -32,11 +32,14 @@ func pacingTables() (string, error) {
 				P5         float64 `json:"p5_100ms_ratio"`
 				P95        float64 `json:"p95_100ms_ratio"`
 				RetransPct float64 `json:"retrans_pct"`
-				Retrans    float64 `json:"retrans_segs"`
-				Drops      float64 `json:"kubeshaper_bandwidth_drops"`
-				Ping       float64 `json:"ping_p99_ms"`
-				Load       float64 `json:"max_loadavg_1m"`
-				Error      string  `json:"error"`
+				Reps       []struct {
+					Drops int64 `json:"kubeshaper_bandwidth_drops"`
+				} `json:"reps"`
+				Retrans float64 `json:"retrans_segs"`
+				Drops   float64 `json:"kubeshaper_bandwidth_drops"`
+				Ping    float64 `json:"ping_p99_ms"`
+				Load    float64 `json:"max_loadavg_1m"`
+				Error   string  `json:"error"`
 			} `json:"points"`
 			RR []struct {
 				Case   string  `json:"case"`
@@ -63,7 +66,7 @@ func pacingTables() (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run of %s, %.0f s per point, %d repetitions (median; wire min–max), all modes interleaved in one run. "+
 		"Ping p99 added = p99 under load − idle p99 (%.3f ms).\n\n", d.Started, d.Config.Duration, d.Config.Reps, d.Pacing.Idle)
-	b.WriteString("| case, target, streams | mode | wire ratio [min–max] | first second | 100 ms p5–p95 | retransmitted | policer drops | ping p99 added, ms | load |\n")
+	b.WriteString("| case, target, streams | mode | wire ratio [min–max] | first second | 100 ms p5–p95 | retransmitted (median %, segments) | policer drops per rep | ping p99 added, ms | load |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range d.Pacing.Points {
 		label := fmt.Sprintf("%s %s, %d", p.Case, rateName(p.Target), p.Streams)
@@ -75,9 +78,19 @@ func pacingTables() (string, error) {
 		if p.P95 > 0 {
 			bins = fmt.Sprintf("%.2f–%.2f", p.P5, p.P95)
 		}
+		// Per repetition: a read of kubeshaper status that failed on the
+		// loaded machine was recorded as 0 by the first runs, -1 since.
 		drops := "–"
-		if p.Mode != "kernel-tbf" && p.Mode != "cni" {
-			drops = fmt.Sprintf("%.0f", p.Drops)
+		if p.Mode != "kernel-tbf" && p.Mode != "cni" && p.Mode != "none+fqrate" {
+			var ds []string
+			for _, r := range p.Reps {
+				if r.Drops < 0 {
+					ds = append(ds, "?")
+				} else {
+					ds = append(ds, fmt.Sprint(r.Drops))
+				}
+			}
+			drops = strings.Join(ds, ", ")
 		}
 		mode := p.Mode
 		if mode == "drop+pacing" {
