@@ -9,7 +9,13 @@ import (
 // pacingTables renders docs/bench/pacing.json (tools/bench -sections
 // pacing: make bench-pacing): TCP through a limit, every enforcement side
 // by side (issue 13).
-func pacingTables() (string, error) {
+func pacingTables() (string, error) { return pacingTablesFrom("docs/bench/pacing.json") }
+
+// pacingRows renders the run of the issue's first table (the application
+// pacing itself, the policer alone, the new default), docs/bench/pacing-rows.
+func pacingRows() (string, error) { return pacingTablesFrom("docs/bench/pacing-rows/pacing.json") }
+
+func pacingTablesFrom(path string) (string, error) {
 	var d struct {
 		Started  string  `json:"started"`
 		ElapsedS float64 `json:"elapsed_s"`
@@ -60,7 +66,7 @@ func pacingTables() (string, error) {
 			} `json:"udp_2x"`
 		} `json:"pacing"`
 	}
-	if err := readJSON("docs/bench/pacing.json", &d); err != nil {
+	if err := readJSON(path, &d); err != nil {
 		return "", err
 	}
 	var b strings.Builder
