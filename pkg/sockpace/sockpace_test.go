@@ -73,8 +73,11 @@ func TestPacesEgressAndIngress(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("egress paced: %.2f Mbit/s payload (want %.2f)", r/1e6, payload/1e6)
-	if r < payload*0.9 || r > payload*1.05 {
-		t.Errorf("egress: %.2f Mbit/s, want %.2f ±5 %%", r/1e6, payload/1e6)
+	// Above the rate is pacing not in effect: a tight bound. Below it is a
+	// sender starved of CPU (an emulated guest on a busy host: −10 % seen)
+	// or a wrong share (a flow counted twice halves it): a loose one.
+	if r < payload*0.8 || r > payload*1.05 {
+		t.Errorf("egress: %.2f Mbit/s, want %.2f -20 %%/+5 %%", r/1e6, payload/1e6)
 	}
 	// Ingress rule on B, sender A on this node.
 	if err := p.Set(101, nil, 0, Rule{}); err != nil {
@@ -91,8 +94,8 @@ func TestPacesEgressAndIngress(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("ingress paced: %.2f Mbit/s payload", r/1e6)
-	if r < payload*0.9 || r > payload*1.05 {
-		t.Errorf("ingress: %.2f Mbit/s, want %.2f ±5 %%", r/1e6, payload/1e6)
+	if r < payload*0.8 || r > payload*1.05 {
+		t.Errorf("ingress: %.2f Mbit/s, want %.2f -20 %%/+5 %%", r/1e6, payload/1e6)
 	}
 	// Removed: new sockets are not paced.
 	if err := ClearIndex(dir, 102); err != nil {
