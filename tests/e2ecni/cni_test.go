@@ -35,6 +35,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,7 +138,6 @@ func TestCNIMatrix(t *testing.T) {
 			}
 		}
 	})
-	w.startPeer(t)
 	if err := c.CreateNamespace(w.ctx, w.ns); err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +149,7 @@ func TestCNIMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	bIP := bpod.Status.PodIP
+	w.startPeer(t) // after the pods: the bridge's address exists once a pod is on it
 
 	r, err := c.TCP(w.ctx, w.ns, a, peer, 2*time.Second, false)
 	if err != nil {
@@ -216,6 +217,16 @@ func (w *world) startPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	err := realnode.Poll(w.ctx, 10*time.Second, func() (bool, error) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(w.peer, "5001"), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("the peer's traffic server on %s:5001 is not listening: %v", w.peer, err)
+	}
 }
 
 func (w *world) agentReady(t *testing.T) {

@@ -13,7 +13,8 @@
 #   (default: bridge cilium flannel; "cilium" is its three modes)
 #
 # Holds /tmp/ks-cluster.lock throughout (one real cluster on this machine at
-# a time) and /tmp/ks-bench.lock around each measurement.
+# a time) and /tmp/ks-bench.lock around each measurement (E2E_CNI_BENCH_LOCK=0:
+# not, for a trial run whose figures are not kept).
 set -euo pipefail
 # shellcheck source=tools/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -83,7 +84,9 @@ for cni in "${order[@]}"; do
 		[[ "${cni}" == bridge ]] && peer="${POD_SUBNET%.*}.1"
 		netns=""
 		[[ "${cni}" != bridge ]] && netns="${NODE_NETNS}"
-		(cd "${REPO}" && flock /tmp/ks-bench.lock env KUBESHAPER_E2E_CNI="${cni}" KUBESHAPER_E2E_CNI_MODE="${m}" \
+		benchlock=(flock /tmp/ks-bench.lock)
+		[[ "${E2E_CNI_BENCH_LOCK:-1}" == 0 ]] && benchlock=()
+		(cd "${REPO}" && "${benchlock[@]}" env KUBESHAPER_E2E_CNI="${cni}" KUBESHAPER_E2E_CNI_MODE="${m}" \
 			KUBESHAPER_E2E_CNI_DETAIL="${detail}" KUBESHAPER_E2E_PEER_IP="${peer}" KUBESHAPER_NODE_NETNS="${netns}" \
 			KUBESHAPER_E2E_CNI_OUT="${out_dir}/${cni}-${m}.json" KUBESHAPER_E2E_CNI_RESTART="${restart}" \
 			go test -count=1 -v -timeout 15m -run TestCNIMatrix ./tests/e2ecni/) 2>&1 | tee "${out_dir}/${cni}-${m}.log" || rc=1
