@@ -67,7 +67,10 @@ type Cell struct {
 	Verdict  string  `json:"verdict"` // holds | bypassed, reported | bypassed silently | error
 	Enforced *bool   `json:"enforced,omitempty"`
 	Reason   string  `json:"reason,omitempty"`
-	Status   string  `json:"status,omitempty"` // the pod's status entry (filters/attachments), as the agent reported it
+	// Attachment: where status says the direction is enforced ("host
+	// ingress: tcx link 12 (prog 40)", a pod-side hook…).
+	Attachment string `json:"attachment,omitempty"`
+	Status     string `json:"status,omitempty"` // the pod's status entry (filters/attachments), as the agent reported it
 	Hooks    string  `json:"hooks,omitempty"`  // bpftool net show of the pod's host interface, in the node's netns
 	Error    string  `json:"error,omitempty"`
 }
@@ -331,6 +334,9 @@ func (w *world) enforcement(c *Cell, e map[string]any, dir string) {
 			c.Enforced = &v
 			if r, ok := m["reason"].(string); ok {
 				c.Reason = r
+			}
+			if a, ok := m["attachment"].(string); ok {
+				c.Attachment = a
 			}
 		}
 	}

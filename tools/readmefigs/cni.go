@@ -17,6 +17,8 @@ func cniTable() (string, error) {
 		Enforced *bool   `json:"enforced"`
 		Reason   string  `json:"reason"`
 		Error    string  `json:"error"`
+		Attach   string  `json:"attachment"`
+		Hooks    string  `json:"hooks"`
 	}
 	var doc struct {
 		Runs []struct {
@@ -86,6 +88,14 @@ func cniTable() (string, error) {
 		n := fmt.Sprintf("%s/%s: %s, unshaped %.1f Gbit/s, load %s", r.CNI, mode, r.Date, r.Unshaped/1e9, r.Load)
 		if r.Detail != "" {
 			n += "; " + r.Detail
+		}
+		for _, name := range []string{"egress", "ingress"} {
+			if c := get(name); c != nil && c.Attach != "" {
+				n += fmt.Sprintf("; %s enforced at %s", name, c.Attach)
+			}
+		}
+		if c := get("egress"); c != nil && c.Hooks != "" {
+			n += "; " + strings.SplitN(c.Hooks, "\n", 2)[0]
 		}
 		for _, c := range r.Cells {
 			if !c.Holds && c.Reason != "" {
