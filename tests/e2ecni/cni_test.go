@@ -71,8 +71,8 @@ type Cell struct {
 	// ingress: tcx link 12 (prog 40)", a pod-side hook…).
 	Attachment string `json:"attachment,omitempty"`
 	Status     string `json:"status,omitempty"` // the pod's status entry (filters/attachments), as the agent reported it
-	Hooks    string  `json:"hooks,omitempty"`  // bpftool net show of the pod's host interface, in the node's netns
-	Error    string  `json:"error,omitempty"`
+	Hooks      string `json:"hooks,omitempty"`  // bpftool net show of the pod's host interface, in the node's netns
+	Error      string `json:"error,omitempty"`
 }
 
 // Run is one CNI × mode row.
