@@ -64,9 +64,12 @@ type Cell struct {
 	Achieved float64 `json:"achieved"`
 	Ratio    float64 `json:"ratio"`
 	Holds    bool    `json:"holds"`
-	Verdict  string  `json:"verdict"` // holds | bypassed, reported | bypassed silently | error
-	Enforced *bool   `json:"enforced,omitempty"`
-	Reason   string  `json:"reason,omitempty"`
+	// FirstRatio: the same measurement in the first seconds after the rule
+	// was applied (the warm-up), before the agent had judged it.
+	FirstRatio float64 `json:"first_ratio,omitempty"`
+	Verdict    string  `json:"verdict"` // holds | bypassed, reported | bypassed silently | error
+	Enforced   *bool   `json:"enforced,omitempty"`
+	Reason     string  `json:"reason,omitempty"`
 	// Attachment: where status says the direction is enforced ("host
 	// ingress: tcx link 12 (prog 40)", a pod-side hook…).
 	Attachment string `json:"attachment,omitempty"`
@@ -389,7 +392,7 @@ func (w *world) rateCell(t *testing.T, name, what, pod, dir, value string, targe
 	c := Cell{Name: name, What: what, Target: target}
 	w.annotate(t, pod, map[string]string{"kubeshaper.io/bandwidth": value})
 	w.waitRule(t, pod, dir, func(d map[string]any) bool { return num(d, "rate_bits") == target })
-	w.warmUp(run)
+	w.warmUp(&c, run)
 	r, err := run()
 	if err != nil {
 		c.Error = err.Error()
@@ -411,8 +414,10 @@ func (w *world) rateCell(t *testing.T, name, what, pod, dir, value string, targe
 // its pod-side interface; the cell measures the state it settles in, and
 // the status read right after the measurement says what the agent thinks
 // of it.
-func (w *world) warmUp(run func() (realnode.TCPResult, error)) {
-	run()
+func (w *world) warmUp(c *Cell, run func() (realnode.TCPResult, error)) {
+	if r, err := run(); err == nil && c.Target > 0 {
+		c.FirstRatio = r.BitsPerS / c.Target
+	}
 	time.Sleep(3 * time.Second)
 }
 
@@ -464,7 +469,7 @@ func (w *world) serviceCell(t *testing.T) {
 	pod := w.startPod(t, "svcpod", map[string]string{"tier": "shaped"})
 	c := Cell{Name: "service", What: "a Service's 20 Mbit/s egress annotation on its pod, TCP pod → peer", Target: 20e6}
 	w.waitRule(t, pod, "egress", func(d map[string]any) bool { return num(d, "rate_bits") == 20e6 })
-	w.warmUp(func() (realnode.TCPResult, error) { return w.c.TCP(w.ctx, w.ns, pod, w.peer, measure, false) })
+	w.warmUp(&c, func() (realnode.TCPResult, error) { return w.c.TCP(w.ctx, w.ns, pod, w.peer, measure, false) })
 	r, err := w.c.TCP(w.ctx, w.ns, pod, w.peer, measure, false)
 	if err != nil {
 		c.Error = err.Error()

@@ -18,6 +18,7 @@ func cniTable() (string, error) {
 		Reason   string  `json:"reason"`
 		Error    string  `json:"error"`
 		Attach   string  `json:"attachment"`
+		First    float64 `json:"first_ratio"`
 		Hooks    string  `json:"hooks"`
 	}
 	var doc struct {
@@ -96,6 +97,15 @@ func cniTable() (string, error) {
 		}
 		if c := get("egress"); c != nil && c.Hooks != "" {
 			n += "; " + strings.SplitN(c.Hooks, "\n", 2)[0]
+		}
+		var first []string
+		for _, c := range r.Cells {
+			if c.First > 1.3 {
+				first = append(first, fmt.Sprintf("%s %.0f×", c.Name, c.First))
+			}
+		}
+		if len(first) > 0 {
+			n += "; in the first 4 s after the rule, before the agent's judgement moved it: " + strings.Join(first, ", ")
 		}
 		for _, c := range r.Cells {
 			if !c.Holds && c.Reason != "" {
