@@ -8,7 +8,14 @@ import (
 // cniTable renders docs/bench/cni.json (make e2e-cni: tests/e2ecni under
 // each real CNI and mode): one row per CNI × mode, the measured ratio to
 // the rule's target in each cell.
-func cniTable() (string, error) {
+func cniTable() (string, error) { return cniMatrix("docs/bench/cni.json") }
+
+// cniBeforeTable renders docs/bench/cni-before.json: the same matrix with
+// the agent as it was before issue 11 (no tcx head, no pod-side move, no
+// enforced:false).
+func cniBeforeTable() (string, error) { return cniMatrix("docs/bench/cni-before.json") }
+
+func cniMatrix(path string) (string, error) {
 	type cell struct {
 		Name     string  `json:"name"`
 		Ratio    float64 `json:"ratio"`
@@ -34,7 +41,7 @@ func cniTable() (string, error) {
 		} `json:"runs"`
 		ClusterDown map[string]string `json:"cluster_down"`
 	}
-	if err := readJSON("docs/bench/cni.json", &doc); err != nil {
+	if err := readJSON(path, &doc); err != nil {
 		return "", err
 	}
 	show := func(c *cell) string {

@@ -32,6 +32,7 @@ func main() {
 		"BENCH-RELIABILITY": reliabilityTable,
 		"BENCH-KERNELS":     kernelsTable,
 		"BENCH-CNI":         cniTable,
+		"BENCH-CNI-BEFORE":  cniBeforeTable,
 		"BENCH-PLUGIN":      pluginStatus,
 		"BENCH-LINT":        lintRun,
 		"BENCH-PACING":      pacingTables,
