@@ -87,6 +87,7 @@ type Run struct {
 	Kernel   string  `json:"kernel"`
 	Load     string  `json:"load"`
 	Unshaped float64 `json:"unshaped_bits"`
+	Error    string  `json:"error,omitempty"`
 	Cells    []Cell  `json:"cells"`
 }
 
@@ -133,6 +134,9 @@ func TestCNIMatrix(t *testing.T) {
 		defer cancel()
 		if err := c.DeleteNamespace(ctx, w.ns, 90*time.Second); err != nil {
 			t.Errorf("deleting namespace %s: %v", w.ns, err)
+		}
+		if t.Failed() && len(w.run.Cells) == 0 {
+			w.run.Error = "the run failed before its first cell (see its log in .cluster/e2e-cni)"
 		}
 		if out := os.Getenv("KUBESHAPER_E2E_CNI_OUT"); out != "" {
 			if !filepath.IsAbs(out) {

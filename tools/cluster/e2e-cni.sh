@@ -49,7 +49,7 @@ done
 
 cilium_detail() {
 	curl -sf --max-time 3 --unix-socket /var/run/cilium/cilium.sock http://localhost/v1/healthz |
-		python3 -c 'import json,sys; s=json.load(sys.stdin); r=s.get("routing",{}); k=s.get("kube-proxy-replacement",{}); print("host routing %s, kube-proxy replacement %s, %s" % (r.get("intra-host-routing-mode","?"), k.get("mode","?"), s.get("cilium",{}).get("msg","")))' 2> /dev/null || echo "?"
+		python3 -c 'import json,sys; s=json.load(sys.stdin); r=s.get("routing",{}); k=s.get("kube-proxy-replacement",{}); print("host routing %s, kube-proxy replacement %s" % (r.get("intra-host-routing-mode","?"), k.get("mode","?")))' 2> /dev/null || echo "?"
 }
 
 rc=0
@@ -85,7 +85,10 @@ for cni in "${order[@]}"; do
 		netns=""
 		[[ "${cni}" != bridge ]] && netns="${NODE_NETNS}"
 		benchlock=(flock /tmp/ks-bench.lock)
-		[[ "${E2E_CNI_BENCH_LOCK:-1}" == 0 ]] && benchlock=()
+		if [[ "${E2E_CNI_BENCH_LOCK:-1}" == 0 ]]; then
+			benchlock=()
+			detail="${detail:+${detail}; }bench lock not held"
+		fi
 		(cd "${REPO}" && "${benchlock[@]}" env KUBESHAPER_E2E_CNI="${cni}" KUBESHAPER_E2E_CNI_MODE="${m}" \
 			KUBESHAPER_E2E_CNI_DETAIL="${detail}" KUBESHAPER_E2E_PEER_IP="${peer}" KUBESHAPER_NODE_NETNS="${netns}" \
 			KUBESHAPER_E2E_CNI_OUT="${out_dir}/${cni}-${m}.json" KUBESHAPER_E2E_CNI_RESTART="${restart}" \
