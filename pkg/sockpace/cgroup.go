@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -13,12 +14,36 @@ import (
 // node has none mounted (a pure cgroup v1 node).
 const PrivateCgroup2 = "/run/kubeshaper/cgroup2"
 
-// Cgroup2 returns the root of the node's cgroup v2 hierarchy: where it is
-// mounted (/sys/fs/cgroup on unified nodes, /sys/fs/cgroup/unified on
-// hybrids). With none mounted it mounts one at PrivateCgroup2: there is
-// one v2 hierarchy per kernel, every process is in it even when no one
-// mounted it, so a program attached at its root sees every socket.
+// Cgroup2Env names the cgroup v2 root to attach at (or a directory whose
+// unified/ subdirectory is one), overriding the search.
+const Cgroup2Env = "KUBESHAPER_CGROUP2"
+
+// Cgroup2 returns the root of the node's cgroup v2 hierarchy: $KUBESHAPER_
+// CGROUP2; else, from a container (another mount or cgroup namespace than
+// PID 1's: the DaemonSet runs with hostPID), the node's own mount seen
+// through /proc/1/root — the container's /sys/fs/cgroup would be its own
+// cgroup, not the node's root, and the agent's filesystem is read-only;
+// else where this process sees it mounted (/sys/fs/cgroup on unified
+// nodes, /sys/fs/cgroup/unified on hybrids). With none mounted it mounts
+// one at PrivateCgroup2: there is one v2 hierarchy per kernel, every
+// process is in it even when no one mounted it, so a program attached at
+// its root sees every socket.
 func Cgroup2() (string, error) {
+	if p := os.Getenv(Cgroup2Env); p != "" {
+		for _, c := range []string{p, filepath.Join(p, "unified")} {
+			if isCgroup2(c) {
+				return c, nil
+			}
+		}
+		return "", fmt.Errorf("$%s=%s: neither it nor its unified/ is a cgroup v2 mount", Cgroup2Env, p)
+	}
+	if !sameNamespace("mnt") || !sameNamespace("cgroup") {
+		for _, c := range []string{"/proc/1/root/sys/fs/cgroup", "/proc/1/root/sys/fs/cgroup/unified"} {
+			if isCgroup2(c) {
+				return c, nil
+			}
+		}
+	}
 	if p, err := findCgroup2(); err != nil || p != "" {
 		return p, err
 	}
@@ -29,6 +54,21 @@ func Cgroup2() (string, error) {
 		return "", fmt.Errorf("no cgroup v2 mounted, and mounting one at %s failed: %w", PrivateCgroup2, err)
 	}
 	return PrivateCgroup2, nil
+}
+
+func isCgroup2(path string) bool {
+	var fs unix.Statfs_t
+	return unix.Statfs(path, &fs) == nil && fs.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// sameNamespace reports whether this process shares PID 1's namespace of
+// the kind (mnt, cgroup); true when it cannot tell.
+func sameNamespace(kind string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat("/proc/self/ns/"+kind, &a) != nil || unix.Stat("/proc/1/ns/"+kind, &b) != nil {
+		return true
+	}
+	return a.Ino == b.Ino && a.Dev == b.Dev
 }
 
 // findCgroup2 reads this process's mounts; /sys/fs/cgroup first.

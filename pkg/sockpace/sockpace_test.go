@@ -57,26 +57,44 @@ func cookieOf(t *testing.T, pod *netlab.Pod) uint64 {
 	return c
 }
 
+// measure runs a TCP upload from a to b up to three times until ok
+// accepts its rate: an emulated guest on a busy host stalls now and then
+// (measured: 15 of 38 Mbit/s at load 25), and a stall only ever lowers a
+// rate. Every attempt is logged; the last rate is returned.
+func measure(t *testing.T, what string, a, b *netlab.Pod, d time.Duration, ok func(float64) bool) float64 {
+	t.Helper()
+	var r float64
+	for try := 1; try <= 3; try++ {
+		var err error
+		if r, err = netlab.TCPRate(a, b, d); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s, attempt %d: %.2f Mbit/s payload", what, try, r/1e6)
+		if ok(r) {
+			break
+		}
+	}
+	return r
+}
+
 func TestPacesEgressAndIngress(t *testing.T) {
 	p, dir := pacer(t)
 	lab := netlab.New(t, "kspc")
 	a, b := lab.AddPod("a"), lab.AddPod("b")
 	ipA, ipB := netip.MustParseAddr(a.IP.String()), netip.MustParseAddr(b.IP.String())
-	const wire = 40e6
+	// Low enough for a starved emulated guest to reach (unpaced: ≥ 144
+	// Mbit/s seen there), so that above it means "not paced".
+	const wire = 10e6
 	payload := wire * 1448 / 1514
+	// Above the rate is pacing not in effect: a tight bound. Below it is a
+	// sender starved of CPU or a wrong share (a flow counted twice halves
+	// it): a looser one, with retries.
+	paced := func(r float64) bool { return r >= payload*0.8 && r <= payload*1.05 }
 	// Egress rule on A: A's own sockets.
 	if err := p.Set(101, []netip.Addr{ipA}, cookieOf(t, a), Rule{EgressBitsPerSec: wire}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := netlab.TCPRate(a, b, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("egress paced: %.2f Mbit/s payload (want %.2f)", r/1e6, payload/1e6)
-	// Above the rate is pacing not in effect: a tight bound. Below it is a
-	// sender starved of CPU (an emulated guest on a busy host: −10 % seen)
-	// or a wrong share (a flow counted twice halves it): a loose one.
-	if r < payload*0.8 || r > payload*1.05 {
+	if r := measure(t, "egress rule", a, b, 2*time.Second, paced); !paced(r) {
 		t.Errorf("egress: %.2f Mbit/s, want %.2f -20 %%/+5 %%", r/1e6, payload/1e6)
 	}
 	// Ingress rule on B, sender A on this node.
@@ -89,24 +107,15 @@ func TestPacesEgressAndIngress(t *testing.T) {
 	if err := p.Set(102, []netip.Addr{ipB}, cookieOf(t, b), Rule{IngressBitsPerSec: wire}); err != nil {
 		t.Fatal(err)
 	}
-	r, err = netlab.TCPRate(a, b, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("ingress paced: %.2f Mbit/s payload", r/1e6)
-	if r < payload*0.8 || r > payload*1.05 {
+	if r := measure(t, "ingress rule, same-node sender", a, b, 2*time.Second, paced); !paced(r) {
 		t.Errorf("ingress: %.2f Mbit/s, want %.2f -20 %%/+5 %%", r/1e6, payload/1e6)
 	}
 	// Removed: new sockets are not paced.
 	if err := ClearIndex(dir, 102); err != nil {
 		t.Fatal(err)
 	}
-	r, err = netlab.TCPRate(a, b, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("rule removed: %.2f Mbit/s", r/1e6)
-	if r < 4*wire {
+	free := func(r float64) bool { return r > 4*wire }
+	if r := measure(t, "rule removed", a, b, time.Second, free); !free(r) {
 		t.Errorf("rule removed, yet a new socket ran at %.2f Mbit/s: still paced", r/1e6)
 	}
 	st, err := Read(dir)

@@ -192,8 +192,8 @@ func TestChartOptions(t *testing.T) {
 	if len(c.Ports) != 2 || c.Ports[0].ContainerPort != 19990 || c.Ports[1].ContainerPort != 19991 {
 		t.Errorf("ports %+v", c.Ports)
 	}
-	if n := len(d.Spec.Template.Spec.Volumes); n != 4 {
-		t.Errorf("%d volumes, want bpffs, netns, programs, flows", n)
+	if n := len(d.Spec.Template.Spec.Volumes); n != 5 {
+		t.Errorf("%d volumes, want bpffs, netns, cgroup, programs, flows", n)
 	}
 	// The dashboard is manifests/grafana-dashboard.json, byte for byte
 	// (the chart keeps a copy: helm reads files inside the chart only).
