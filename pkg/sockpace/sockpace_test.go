@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,4 +190,79 @@ func olderThan(major, minor int) (bool, string) {
 	var ma, mi int
 	fmt.Sscanf(v, "%d.%d", &ma, &mi)
 	return ma < major || (ma == major && mi < minor), v
+}
+
+// TestAppLowerRateKept: an application that paces its own socket below the
+// pod's share keeps its rate — it is never raised — and is counted as
+// application-owned.
+func TestAppLowerRateKept(t *testing.T) {
+	p, dir := pacer(t)
+	lab := netlab.New(t, "kspc")
+	a, b := lab.AddPod("a"), lab.AddPod("b")
+	ipA := netip.MustParseAddr(a.IP.String())
+	const wire, app = 20e6, 5e6 // the rule; the application's own (payload bits/s)
+	if err := p.Set(101, []netip.Addr{ipA}, cookieOf(t, a), Rule{EgressBitsPerSec: wire}); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := podnet.Do(b.Netns, func() (err error) { ln, err = net.Listen("tcp4", b.IP.String()+":0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan float64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- 0
+			return
+		}
+		defer c.Close()
+		var n int64
+		var first time.Time
+		buf := make([]byte, 64<<10)
+		for {
+			k, err := c.Read(buf)
+			if k > 0 && first.IsZero() {
+				first = time.Now()
+			}
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		got <- float64(n) * 8 / time.Since(first).Seconds()
+	}()
+	var c net.Conn
+	err := podnet.Do(a.Netns, func() (err error) {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, int(app/8))
+			})
+			return serr
+		}}
+		c, err = d.Dial("tcp4", ln.Addr().String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	for {
+		if _, err := c.Write(buf); err != nil {
+			break
+		}
+	}
+	c.Close()
+	r := <-got
+	st, _ := Read(dir)
+	t.Logf("application paced at %.0f Mbit/s under a %.0f Mbit/s rule: %.2f Mbit/s; %+v", app/1e6, wire/1e6, r/1e6, st.Stats)
+	// Raised to the rule's share it would run at ~19 Mbit/s payload.
+	if r > app*1.2 {
+		t.Errorf("the application's %.0f Mbit/s was raised: %.2f Mbit/s", app/1e6, r/1e6)
+	}
+	if st.Stats.AppOwned == 0 {
+		t.Errorf("no socket counted as application-owned: %+v", st.Stats)
+	}
 }
