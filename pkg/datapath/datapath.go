@@ -54,6 +54,7 @@ func OpenWith(pinDir string, o Options) (*Datapath, error) {
 		return nil, err
 	}
 	d := &Datapath{pinDir: pinDir, opts: resolveSizes(pinDir, o)}
+	d.keepLarger()
 	d.PruneStalePinDirs()
 	if err := d.load(); err != nil {
 		return nil, err

@@ -281,6 +281,18 @@ func TestResizeMigratesEntries(t *testing.T) {
 	if !strings.Contains(strings.Join(logged, "\n"), "resized from 64 to 256 entries") {
 		t.Errorf("no log line for the migration: %q", logged)
 	}
+	// A smaller size never shrinks the pins.
+	dp.Close()
+	dp, err = OpenWith(dir, Options{Entries: 64, Logf: logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dp.objs.KsRules.MaxEntries(); got != 256 {
+		t.Errorf("asking for 64 entries shrank the rules map to %d", got)
+	}
+	if c, _, _ := dp.Counters(key); c.Packets != 100 {
+		t.Errorf("counters after asking for less: %d packets, want 100", c.Packets)
+	}
 	// The CLI, with no size given, keeps what is pinned.
 	dp2, err := Open(dir)
 	if err != nil {

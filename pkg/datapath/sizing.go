@@ -179,6 +179,19 @@ func (d *Datapath) sizeSpec(spec *ebpf.CollectionSpec) {
 	spec.Maps[shaperMapKsFlows].MaxEntries = uint32(d.opts.FlowEntries)
 }
 
+// keepLarger never shrinks pinned maps: a node whose capacity went down
+// keeps the size its entries were given (slots beyond a smaller array
+// would be cut off), and says so.
+func (d *Datapath) keepLarger() {
+	if n := pinnedEntries(d.pinDir, shaperMapKsRules); n > d.opts.Entries {
+		d.logf("maps pinned for %d entries, %d asked: keeping %d (maps never shrink)", n, d.opts.Entries, n)
+		d.opts.Entries = n
+	}
+	if n := pinnedEntries(d.pinDir, shaperMapKsFlows); n > d.opts.FlowEntries {
+		d.opts.FlowEntries = n
+	}
+}
+
 // resolveSizes fills in the defaults of o from what is pinned in pinDir.
 func resolveSizes(pinDir string, o Options) Options {
 	if o.Entries == 0 {
