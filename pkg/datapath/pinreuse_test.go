@@ -135,6 +135,7 @@ func TestNetnsInodeReuse(t *testing.T) {
 		}
 	}()
 	deadline := time.Now().Add(30 * time.Second)
+	allHigher := true
 	for {
 		ns, err := netns.New()
 		if err != nil {
@@ -145,8 +146,15 @@ func TestNetnsInodeReuse(t *testing.T) {
 			defer ns.Close()
 			break
 		}
+		allHigher = allHigher && st.Ino > oldIno
 		netns.Set(orig)
 		held = append(held, ns)
+		// Kernels from 7.x on give every netns a new inode (no reuse,
+		// so nothing to inherit): after 200 new ones, all above the
+		// old inode, the premise does not hold here.
+		if len(held) >= 200 && allHigher {
+			t.Skipf("this kernel does not reuse netns inodes: %d new netns all got inodes above %d", len(held), oldIno)
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no new netns got inode %d within 30 s (others got %d of them)", oldIno, len(held))
 		}
