@@ -143,7 +143,8 @@ static __always_inline int drop(struct ks_counters *c, __u32 reason,
  *    however long the run: the error is one tick's worth of bytes, not a
  *    rate (4 ms of 20 s: 0.02 %);
  *  - the two caps (elapsed <= fill_ns, tokens <= burst) only act after the
- *    bucket has been full or idle, and move by at most the same tick;
+ *    bucket has been full or idle (fill_ns is the time from the deepest
+ *    floor to full), and move by at most the same tick;
  *  - within a tick no tokens accrue, so credit arrives in steps of
  *    d x rate, 1/125 of the default bucket (rate x 500 ms): the debt and
  *    the burst absorb the steps, the drops of a saturating flow move by at
@@ -151,8 +152,9 @@ static __always_inline int drop(struct ks_counters *c, __u32 reason,
  * That holds while the clock advances tick by tick. A tick can come late
  * (a loaded machine, an emulated guest: measured 6.64 of 8 Mbit/s in a
  * TCG guest at load 10, burst 16 KB): packets then meet a stale clock,
- * drain the bucket, and the late jump is cut at fill_ns like an idle
- * spell. So a bucket that fills in under KS_COARSE_MIN_FILL_NS (50 ms: 12
+ * drain the bucket, and the late jump is credited in full unless it
+ * exceeds fill_ns (lags of 100-400 ms were seen on this 2-CPU VM at load
+ * 20, with a 64-CPU emulated guest beside it). So a bucket that fills in under KS_COARSE_MIN_FILL_NS (50 ms: 12
  * ticks at HZ=250) keeps the exact clock; the default bucket (rate x 500
  * ms, at least 128 KB) fills in 500 ms or more and takes the coarse one.
  * EDT (pace, delay) keeps bpf_ktime_get_ns(): its timestamps are absolute
@@ -199,7 +201,9 @@ static __always_inline int bucket_admit_locked(struct ks_rule *r, __u64 now,
 	elapsed = now - r->last_ns;
 	if ((__s64)elapsed < 0)
 		elapsed = 0;
-	/* Capping elapsed at the fill time keeps elapsed*rate_q32 < 2^63. */
+	/* elapsed <= fill_ns = 2 x burst/rate: elapsed*rate_q32 <= 2 x burst
+	 * and tokens_q32 below 3 x burst in 32.32 fixed point, < 2^63 for
+	 * bursts up to 512 MB (user space refuses larger). */
 	if (elapsed > r->fill_ns)
 		elapsed = r->fill_ns;
 	r->tokens_q32 += elapsed * r->rate_q32;
@@ -229,8 +233,8 @@ static __always_inline int bucket_admit_locked(struct ks_rule *r, __u64 now,
  *    charged with a plain atomic add: the debt still repays it, so the
  *    long-run rate holds; only the floor is exceeded by that packet.
  * The credit is added before the cap is applied (on the next admission):
- * at most burst + fill_ns x rate = 2 x burst in 32.32 fixed point, which
- * fits for bursts below 1 GB (10 Gbit/s at the default 500 ms).
+ * at most burst + fill_ns x rate = 3 x burst in 32.32 fixed point, which
+ * fits for bursts up to 512 MB (MaxBurst; user space refuses larger).
  * User space writes the rule with BPF_F_LOCK, which these atomics ignore:
  * a rule change racing a packet may lose that packet's charge, once.
  */
@@ -248,7 +252,7 @@ static __always_inline int bucket_admit_atomic(struct ks_rule *r, __u64 now,
 	    __sync_val_compare_and_swap(&r->last_ns, last, now) == last) {
 		__u64 elapsed = now - last;
 
-		/* Capping elapsed at the fill time keeps elapsed*rate_q32 < 2^63. */
+		/* elapsed <= fill_ns: see bucket_admit_locked. */
 		if (elapsed > r->fill_ns)
 			elapsed = r->fill_ns;
 		__sync_fetch_and_add(&r->tokens_q32, (__s64)(elapsed * r->rate_q32));

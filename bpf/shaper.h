@@ -117,7 +117,7 @@ struct ks_rule {
 	__u64 rate;        /* bytes per second, L2 (wire) bytes */
 	__u64 rate_q32;    /* the same in bytes per ns, fixed point (x 2^32) */
 	__u64 burst;       /* bytes the bucket holds when full */
-	__u64 fill_ns;     /* time an empty bucket takes to fill: burst/rate */
+	__u64 fill_ns;     /* time from the deepest floor to full: 2 x burst/rate */
 	__u64 debt;        /* bytes the bucket may go below zero (see shaper.c) */
 	__u64 loss_thresh; /* drop if prandom_u32 < loss_thresh (2^32 = all) */
 	__u64 horizon_ns;  /* EDT: drop what would depart later than this */

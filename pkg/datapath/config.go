@@ -30,6 +30,10 @@ const (
 	SparseMax = 256
 	// TBFBurstTime sizes the default tbf bucket (mode=tbf).
 	TBFBurstTime = 20 * time.Millisecond
+	// MaxBurst bounds a drop-mode bucket (the default rate × BurstTime is
+	// clamped to it, above 8.6 Gbit/s): the bucket's 32.32 fixed point
+	// must hold three bursts (bpf/shaper.c, bucket_admit).
+	MaxBurst = 512 << 20
 	// DefaultHorizon is how far in the future EDT may schedule a packet
 	// before it is dropped instead (reason "horizon").
 	DefaultHorizon = 2 * time.Second
@@ -57,9 +61,15 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 			if c.Burst == 0 {
 				c.Burst = DefaultBurst(bw.RateBitsPerSec)
 			}
+			if c.Burst > MaxBurst {
+				return c, fmt.Errorf("burst %d bytes is above kubeshaper's largest bucket, %d bytes", c.Burst, uint64(MaxBurst))
+			}
 			c.Debt = min(uint64(GSODebt), c.Burst)
 			c.SparseMax = SparseMax
-			c.FillNs = c.Burst*uint64(time.Second)/rate + 1
+			// The time from the deepest floor (-burst, sparse packets) to
+			// a full bucket: a clock that jumps (a late tick of the coarse
+			// clock) is credited in full up to it (bpf/shaper.c).
+			c.FillNs = 2*c.Burst*uint64(time.Second)/rate + 1
 		case rules.ModePace:
 			c.Flags |= uint32(shaperKsFlagsKS_F_PACE)
 		case rules.ModeTBF:
@@ -112,7 +122,7 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 // DefaultBurst is the bucket size used when a rule names none.
 func DefaultBurst(rateBitsPerSec uint64) uint64 {
 	b := rateBitsPerSec / 8 * uint64(BurstTime) / uint64(time.Second)
-	return max(b, MinBurst)
+	return min(max(b, MinBurst), MaxBurst)
 }
 
 // DefaultTBFBurst is the tbf bucket used when a rule names none. A queue,

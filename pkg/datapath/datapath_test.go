@@ -405,7 +405,7 @@ func TestPinnedStateSurvivesReopen(t *testing.T) {
 func TestRefillCarriesRemainder(t *testing.T) {
 	dp := openTest(t)
 	// 7,777,777 bit/s = 972,222.125 B/s: refills are never whole bytes.
-	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 7777777, BurstBytes: 1 << 30, Mode: rules.ModeDrop}})
+	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 7777777, BurstBytes: 1 << 29, Mode: rules.ModeDrop}})
 	setState(t, dp, rules.Egress, 0, 0, 0)
 	key := KeyOf(loIfindex, rules.Egress)
 	var start Config
