@@ -39,6 +39,8 @@ func ifaceApply(args []string, out io.Writer) error {
 	fmt.Fprintf(out, "%s: %s\n", ifc.Name, describePolicy(pol))
 	if err := sh.PacingError(); err != nil {
 		fmt.Fprintf(out, "%s: note: %v\n", ifc.Name, err)
+	} else if err := sh.LastPodPacingError(); err != nil {
+		fmt.Fprintf(out, "%s: note: its sockets are not paced (the policer alone enforces its drop-mode rules): %v\n", ifc.Name, err)
 	}
 	return nil
 }

@@ -31,7 +31,8 @@ func Paced(bw *rules.Bandwidth) bool {
 type pacingState struct {
 	mu     sync.Mutex
 	pacer  *sockpace.Pacer
-	err    error         // why pacing is unavailable (after a try)
+	err    error         // why pacing is unavailable on the node (after a try)
+	podErr error         // the last pod whose pacing could not be set, and why
 	tried  bool          // Open/Attach attempted
 	podns  map[int]podNS // by host ifindex: every pod applied, paced or not
 	nodeNS uint64
@@ -52,6 +53,17 @@ func (s *Shaper) PacingError() error {
 	s.pacing.mu.Lock()
 	defer s.pacing.mu.Unlock()
 	return s.pacing.err
+}
+
+// LastPodPacingError is why the last pod whose socket pacing failed on a
+// node where it works got the policer alone (nil if none did).
+func (s *Shaper) LastPodPacingError() error {
+	s.pacing.mu.Lock()
+	defer s.pacing.mu.Unlock()
+	if s.pacing.err != nil {
+		return nil
+	}
+	return s.pacing.podErr
 }
 
 // pace makes the socket-pacing maps carry pol for ifc. Called after the

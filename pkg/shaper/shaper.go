@@ -123,12 +123,12 @@ func (s *Shaper) Apply(ifc Interface, pol rules.Policy) error {
 		return err
 	}
 	// Socket pacing is best effort on top of the policer: its failure is
-	// remembered (PacingError), not the rule's.
+	// not the rule's. The node's (no cgroup v2, an old kernel) is
+	// PacingError; a pod's own (its netns gone meanwhile) is
+	// LastPodPacingError, and status shows the rule as policer only.
 	if err := s.pace(ifc, pol); err != nil {
 		s.pacing.mu.Lock()
-		if s.pacing.err == nil {
-			s.pacing.err = err
-		}
+		s.pacing.podErr = err
 		s.pacing.mu.Unlock()
 	}
 	return nil
