@@ -138,13 +138,24 @@ func pkgName(pkg string) string {
 }
 
 // buildTests compiles the packages' test binaries (static: nothing of the
-// host's libc is needed in the guest).
+// host's libc is needed in the guest) into a directory of this run's own
+// under <cache>/tests, which the caller removes: two runs sharing a cache
+// (a developer's and a benchmark's) must not replace each other's
+// binaries under their running guests.
 func buildTests(cache string, pkgs []string) (dir string, built []string, err error) {
-	dir = filepath.Join(cache, "tests")
-	if err := os.RemoveAll(dir); err != nil {
+	if err := os.MkdirAll(filepath.Join(cache, "tests"), 0o755); err != nil {
 		return "", nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if dir, err = os.MkdirTemp(filepath.Join(cache, "tests"), "run-"); err != nil {
+		return "", nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+			dir = ""
+		}
+	}()
+	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", nil, err
 	}
 	env := append(os.Environ(), "CGO_ENABLED=0")
@@ -204,6 +215,7 @@ func cmdRun(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	defer os.RemoveAll(binDir)
 	buildDur := time.Since(buildStart)
 	logf("kernels ready in %s, test binaries built in %s", fetchDur.Round(time.Second), buildDur.Round(time.Second))
 
