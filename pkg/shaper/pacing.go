@@ -90,12 +90,15 @@ func (s *Shaper) pace(ifc Interface, pol rules.Policy) error {
 		}
 		return sockpace.SetUnpaced(s.dp.PinDir(), ifc.Index, ns.cookie)
 	}
-	if nsErr != nil {
-		return fmt.Errorf("socket pacing for %s: %w", ifc.Name, nsErr)
-	}
+	// The node's capability first: on a kernel without socket pacing
+	// (sock_ops netns cookies, Linux < 5.15) reading the pod's cookie
+	// fails too, and that is the node's condition, not this pod's.
 	p, err := s.openPacer()
 	if err != nil {
 		return err
+	}
+	if nsErr != nil {
+		return fmt.Errorf("socket pacing for %s: %w", ifc.Name, nsErr)
 	}
 	if err := p.AddNetns(ns.cookie, ifc.Index); err != nil {
 		return err
