@@ -23,14 +23,10 @@ type Datapath struct {
 	pinDir string
 	clock  jiffyClock
 
-	namesOnce sync.Once
-	names     *ebpf.Map
-	namesErr  error
+	// Pinned maps only user space reads, opened on first use.
+	names, first, inst, owner userMap
 
-	first firstApplied
-	inst  instances
-	owner instances
-	opts  Options
+	opts Options
 
 	slotMu  sync.Mutex
 	atomics bool // the programs use BPF atomics, not the spin lock
@@ -121,17 +117,8 @@ func (d *Datapath) loadSpec() error {
 // Close releases this process's handles. Attached programs and pinned maps
 // stay in the kernel.
 func (d *Datapath) Close() error {
-	if d.names != nil {
-		d.names.Close()
-	}
-	if d.first.m != nil {
-		d.first.m.Close()
-	}
-	if d.inst.m != nil {
-		d.inst.m.Close()
-	}
-	if d.owner.m != nil {
-		d.owner.m.Close()
+	for _, u := range []*userMap{&d.names, &d.first, &d.inst, &d.owner} {
+		u.close()
 	}
 	return d.objs.Close()
 }

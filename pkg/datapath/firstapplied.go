@@ -3,7 +3,6 @@ package datapath
 import (
 	"crypto/sha256"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -43,26 +42,8 @@ type RuleSetRecord struct {
 // FirstApplied returns the time stamp for rule set k.
 func (r RuleSetRecord) FirstApplied() time.Time { return time.Unix(0, int64(r.FirstNs)) }
 
-type firstApplied struct {
-	once sync.Once
-	m    *ebpf.Map
-	err  error
-}
-
 func (d *Datapath) openFirstApplied() (*ebpf.Map, error) {
-	d.first.once.Do(func() {
-		spec := &ebpf.MapSpec{
-			Name:       firstAppliedMap,
-			Type:       ebpf.Hash,
-			KeySize:    32,
-			ValueSize:  16,
-			MaxEntries: uint32(d.opts.Entries),
-			Flags:      bpfFNoPrealloc,
-			Pinning:    ebpf.PinByName,
-		}
-		d.first.m, d.first.err = d.openUserMap(spec)
-	})
-	return d.first.m, d.first.err
+	return d.first.open(d, d.hashByIface(firstAppliedMap, 32, 16))
 }
 
 // RuleSet returns the record of k, creating it with now as the first

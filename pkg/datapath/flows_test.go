@@ -109,3 +109,43 @@ func TestFlowsCountDropsAndStayOffUnlessAsked(t *testing.T) {
 		t.Fatalf("flows left after expiry: %v", fl)
 	}
 }
+
+// TestDeleteIsOneDirectionDeleteInterfaceIsAll: deleting one direction
+// leaves the other direction's rule and the interface's flows and pod name
+// alone (whatever the order of the calls); DeleteInterface removes them all.
+func TestDeleteIsOneDirectionDeleteInterfaceIsAll(t *testing.T) {
+	dp := openTest(t)
+	setFlows(t, dp, rules.Egress, rules.DirectionPolicy{})
+	setFlows(t, dp, rules.Ingress, rules.DirectionPolicy{})
+	if err := dp.SetPodName(loIfindex, "ns/p"); err != nil {
+		t.Fatal(err)
+	}
+	run(t, dp, rules.Egress, udpPacket(100), nil)
+	if err := dp.Delete(KeyOf(loIfindex, rules.Ingress)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := dp.Lookup(KeyOf(loIfindex, rules.Egress)); !ok {
+		t.Fatal("deleting ingress removed the egress rule")
+	}
+	if _, ok, _ := dp.Lookup(KeyOf(loIfindex, rules.Ingress)); ok {
+		t.Fatal("the ingress rule is still there")
+	}
+	if n := len(flowsBy(t, dp)); n != 1 {
+		t.Fatalf("%d flows after deleting one direction, want the egress flow kept", n)
+	}
+	if names, _ := dp.PodNames(); names[loIfindex] != "ns/p" {
+		t.Fatalf("pod name %q after deleting one direction, want kept", names[loIfindex])
+	}
+	if err := dp.DeleteInterface(loIfindex); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := dp.Lookup(KeyOf(loIfindex, rules.Egress)); ok {
+		t.Fatal("DeleteInterface left the egress rule")
+	}
+	if n := len(flowsBy(t, dp)); n != 0 {
+		t.Fatalf("DeleteInterface left %d flows", n)
+	}
+	if names, _ := dp.PodNames(); names[loIfindex] != "" {
+		t.Fatalf("DeleteInterface left the pod name %q", names[loIfindex])
+	}
+}

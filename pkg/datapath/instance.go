@@ -34,26 +34,8 @@ func (a instance) sameAs(b instance) bool {
 	return a.Name == b.Name && a.MAC == b.MAC && b.Packets >= a.Packets
 }
 
-type instances struct {
-	once sync.Once
-	m    *ebpf.Map
-	err  error
-}
-
 func (d *Datapath) openInstances() (*ebpf.Map, error) {
-	d.inst.once.Do(func() {
-		spec := &ebpf.MapSpec{
-			Name:       ifacesMap,
-			Type:       ebpf.Hash,
-			KeySize:    4,
-			ValueSize:  32,
-			MaxEntries: uint32(d.opts.Entries),
-			Flags:      bpfFNoPrealloc,
-			Pinning:    ebpf.PinByName,
-		}
-		d.inst.m, d.inst.err = d.openUserMap(spec)
-	})
-	return d.inst.m, d.inst.err
+	return d.inst.open(d, d.hashByIface(ifacesMap, 4, 32))
 }
 
 // liveInstance reads the interface with this index in the calling thread's
@@ -135,6 +117,43 @@ func cstr(b []byte) string {
 		}
 	}
 	return string(b)
+}
+
+// userMap is a pinned map only user space uses (no program references
+// it), opened on first use: a CLI run that never needs it never creates
+// it. spec is called once, when the map is first wanted.
+type userMap struct {
+	once sync.Once
+	m    *ebpf.Map
+	err  error
+}
+
+// open returns the map, opening (or creating) it the first time.
+func (u *userMap) open(d *Datapath, spec func() *ebpf.MapSpec) (*ebpf.Map, error) {
+	u.once.Do(func() { u.m, u.err = d.openUserMap(spec()) })
+	return u.m, u.err
+}
+
+func (u *userMap) close() {
+	if u.m != nil {
+		u.m.Close()
+	}
+}
+
+// hashByIface is the spec of a user map with one entry per interface (or
+// per rule set), sized like the datapath's own maps and allocated as used.
+func (d *Datapath) hashByIface(name string, keySize, valueSize uint32) func() *ebpf.MapSpec {
+	return func() *ebpf.MapSpec {
+		return &ebpf.MapSpec{
+			Name:       name,
+			Type:       ebpf.Hash,
+			KeySize:    keySize,
+			ValueSize:  valueSize,
+			MaxEntries: uint32(d.opts.Entries),
+			Flags:      bpfFNoPrealloc,
+			Pinning:    ebpf.PinByName,
+		}
+	}
 }
 
 // openUserMap opens (or creates) a user-space-only pinned map, recreating

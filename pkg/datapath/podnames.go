@@ -17,19 +17,7 @@ const podNameLen = 256
 type podName [podNameLen]byte
 
 func (d *Datapath) openPodNames() (*ebpf.Map, error) {
-	d.namesOnce.Do(func() {
-		spec := &ebpf.MapSpec{
-			Name:       podNamesMap,
-			Type:       ebpf.Hash,
-			KeySize:    4,
-			ValueSize:  podNameLen,
-			MaxEntries: uint32(d.opts.Entries),
-			Flags:      bpfFNoPrealloc,
-			Pinning:    ebpf.PinByName,
-		}
-		d.names, d.namesErr = d.openUserMap(spec)
-	})
-	return d.names, d.namesErr
+	return d.names.open(d, d.hashByIface(podNamesMap, 4, podNameLen))
 }
 
 // SetPodName records which pod a host interface belongs to.

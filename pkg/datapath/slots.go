@@ -20,18 +20,10 @@ var ErrFull = errors.New("kubeshaper's maps are full")
 func (d *Datapath) slots() int { return int(d.objs.KsRules.MaxEntries()) / 2 }
 
 func (d *Datapath) openSlotOwner() (*ebpf.Map, error) {
-	d.owner.once.Do(func() {
-		spec := &ebpf.MapSpec{
-			Name:       slotOwnerMap,
-			Type:       ebpf.Array,
-			KeySize:    4,
-			ValueSize:  4,
-			MaxEntries: uint32(d.slots()),
-			Pinning:    ebpf.PinByName,
-		}
-		d.owner.m, d.owner.err = d.openUserMap(spec)
+	return d.owner.open(d, func() *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: slotOwnerMap, Type: ebpf.Array, KeySize: 4, ValueSize: 4,
+			MaxEntries: uint32(d.slots()), Pinning: ebpf.PinByName}
 	})
-	return d.owner.m, d.owner.err
 }
 
 // slotOf is the slot of ifindex; ok is false when it has none.

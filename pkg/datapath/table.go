@@ -55,13 +55,21 @@ func (d *Datapath) Set(key Key, cfg Config) error {
 
 const flagSet = uint32(shaperKsFlagsKS_F_SET)
 
-// Delete removes every entry of key. Missing entries are not an error.
-func (d *Datapath) Delete(key Key) error {
-	err := d.deleteKey(key)
-	if key.Direction() == rules.Ingress {
-		err = errors.Join(err, d.forgetInstance(int(key.Ifindex)))
+// Delete removes one direction's rule, counters and peers; the other
+// direction and what belongs to the interface as a whole (flows, pod name,
+// the instance record) stay. Missing entries are not an error.
+func (d *Datapath) Delete(key Key) error { return d.deleteKey(key) }
+
+// DeleteInterface removes everything kept for an interface: both
+// directions (Delete), its flows, its pod name and the record of which
+// interface instance the entries belonged to.
+func (d *Datapath) DeleteInterface(ifindex int) error {
+	var errs []error
+	for _, dir := range rules.Directions {
+		errs = append(errs, d.deleteKey(KeyOf(ifindex, dir)))
 	}
-	return err
+	errs = append(errs, d.ForgetFlows(ifindex), d.forgetPodName(ifindex), d.forgetInstance(ifindex))
+	return errors.Join(errs...)
 }
 
 func (d *Datapath) deleteKey(key Key) error {
@@ -90,9 +98,6 @@ func (d *Datapath) deleteKey(key Key) error {
 	}
 	if err := d.setPeers(key, nil); err != nil {
 		errs = append(errs, err)
-	}
-	if key.Direction() == rules.Ingress { // once per interface: its last direction
-		errs = append(errs, d.ForgetFlows(int(key.Ifindex)), d.forgetPodName(int(key.Ifindex)))
 	}
 	return errors.Join(errs...)
 }

@@ -470,10 +470,8 @@ func (s *Shaper) Clear(ifc Interface) error {
 		errs = append(errs, err)
 	}
 	// Entries last: until the filters are gone they keep the pod counted.
-	for _, d := range rules.Directions {
-		if err := s.dp.Delete(datapath.KeyOf(ifc.Index, d)); err != nil {
-			errs = append(errs, err)
-		}
+	if err := s.dp.DeleteInterface(ifc.Index); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -481,9 +479,5 @@ func (s *Shaper) Clear(ifc Interface) error {
 // ForgetIndex removes the map entries of an interface that no longer
 // exists (its filters went with it).
 func (s *Shaper) ForgetIndex(ifindex int) error {
-	errs := []error{s.forgetTCX(ifindex), s.unpace(ifindex)}
-	for _, d := range rules.Directions {
-		errs = append(errs, s.dp.Delete(datapath.KeyOf(ifindex, d)))
-	}
-	return errors.Join(errs...)
+	return errors.Join(s.forgetTCX(ifindex), s.unpace(ifindex), s.dp.DeleteInterface(ifindex))
 }
