@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeshaper/kubeshaper/pkg/nodestatus"
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
 // report is `status -o json|yaml`.
@@ -230,7 +231,7 @@ func drops(m map[string]nodestatus.Drop) string {
 func requestedAchieved(d nodestatus.Direction) (req, ach string) {
 	var r []string
 	if d.RateBits > 0 {
-		r = append(r, bitsString(float64(d.RateBits)))
+		r = append(r, rules.FormatMeasured(float64(d.RateBits)))
 	}
 	if d.LossRatio > 0 {
 		r = append(r, fmt.Sprintf("loss=%.4g%%", d.LossRatio*100))
@@ -239,21 +240,10 @@ func requestedAchieved(d nodestatus.Direction) (req, ach string) {
 	if d.Achieved == nil {
 		return req, "-"
 	}
-	a := []string{bitsString(d.Achieved.RateBits)}
+	a := []string{rules.FormatMeasured(d.Achieved.RateBits)}
 	if l := d.Achieved.LossRatio; l != nil && !math.IsNaN(*l) && (d.LossRatio > 0 || *l > 0) {
 		a = append(a, fmt.Sprintf("loss=%.4g%%", *l*100))
 	}
 	return req, strings.Join(a, " ")
 }
 
-func bitsString(v float64) string {
-	switch {
-	case v >= 1e9:
-		return fmt.Sprintf("%.3ggbit", v/1e9)
-	case v >= 1e6:
-		return fmt.Sprintf("%.3gmbit", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.3gkbit", v/1e3)
-	}
-	return fmt.Sprintf("%.0fbit", v)
-}

@@ -365,7 +365,7 @@ func printTable(out io.Writer, st []ifaceStatus) {
 func requestedAchieved(d directionStatus) (req, ach string) {
 	var r []string
 	if d.RateBits > 0 {
-		r = append(r, bitsString(float64(d.RateBits)))
+		r = append(r, rules.FormatMeasured(float64(d.RateBits)))
 	}
 	if d.LossRatio > 0 {
 		r = append(r, fmt.Sprintf("loss=%.4g%%", d.LossRatio*100))
@@ -377,7 +377,7 @@ func requestedAchieved(d directionStatus) (req, ach string) {
 	if d.Achieved == nil {
 		return req, "-"
 	}
-	a := []string{bitsString(d.Achieved.RateBits)}
+	a := []string{rules.FormatMeasured(d.Achieved.RateBits)}
 	if l := d.Achieved.LossRatio; l != nil && (d.LossRatio > 0 || *l > 0) {
 		a = append(a, fmt.Sprintf("loss=%.4g%%", *l*100))
 	}
@@ -387,15 +387,3 @@ func requestedAchieved(d directionStatus) (req, ach string) {
 	return req, strings.Join(a, " ")
 }
 
-// bitsString renders bits per second with tc's units (kbit, mbit, gbit).
-func bitsString(v float64) string {
-	switch {
-	case v >= 1e9:
-		return fmt.Sprintf("%.3ggbit", v/1e9)
-	case v >= 1e6:
-		return fmt.Sprintf("%.3gmbit", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.3gkbit", v/1e3)
-	}
-	return fmt.Sprintf("%.0fbit", v)
-}

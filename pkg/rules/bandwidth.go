@@ -109,10 +109,6 @@ func parseMode(v string) (BandwidthMode, error) {
 	return "", fmt.Errorf("unknown mode %s: want drop (token bucket, the default), pace (EDT, needs fq) or tbf (kernel qdisc)", q(v))
 }
 
-// RateBytesPerSec is the rate in bytes per second, rounded down so that
-// the datapath never lets through more than was asked for.
-func (b Bandwidth) RateBytesPerSec() uint64 { return b.RateBitsPerSec / 8 }
-
 // String renders the rule for humans: "10mbit burst=auto mode=drop".
 func (b Bandwidth) String() string {
 	burst := "auto"

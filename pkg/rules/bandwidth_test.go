@@ -97,19 +97,6 @@ func TestParseBandwidth(t *testing.T) {
 	})
 }
 
-func TestRateBytesPerSec(t *testing.T) {
-	for _, tc := range []struct{ bits, bytes uint64 }{
-		{10_000_000, 1_250_000},
-		{8_000, 1_000},
-		{8_007, 1_000}, // rounded down: never more than asked for
-		{100_000_000_000, 12_500_000_000},
-	} {
-		if got := (Bandwidth{RateBitsPerSec: tc.bits}).RateBytesPerSec(); got != tc.bytes {
-			t.Errorf("RateBytesPerSec(%d bit/s) = %d, want %d", tc.bits, got, tc.bytes)
-		}
-	}
-}
-
 func TestFormatUnits(t *testing.T) {
 	for bits, want := range map[uint64]string{
 		8000: "8kbit", 8001: "8001bit", 10_000_000: "10mbit", 1_500_000_000: "1500mbit",
@@ -125,6 +112,16 @@ func TestFormatUnits(t *testing.T) {
 	} {
 		if got := formatSize(b); got != want {
 			t.Errorf("formatSize(%d) = %q, want %q", b, got, want)
+		}
+	}
+}
+
+func TestFormatMeasured(t *testing.T) {
+	for bits, want := range map[float64]string{
+		51.83e6: "51.8mbit", 1.2e9: "1.2gbit", 950: "950bit", 8000: "8kbit", 999.6e3: "1mbit",
+	} {
+		if got := FormatMeasured(bits); got != want {
+			t.Errorf("FormatMeasured(%g) = %q, want %q", bits, got, want)
 		}
 	}
 }

@@ -85,6 +85,23 @@ func formatRate(bits uint64) string {
 	return fmt.Sprintf("%dbit", bits)
 }
 
+// FormatMeasured renders a measured rate in bits per second (not exact,
+// unlike a rule's) with the grammar's units and three significant digits:
+// "51.8mbit", "1.2gbit", "950bit".
+func FormatMeasured(bits float64) string {
+	// A unit is chosen after rounding to three digits, so that 999.6 kbit
+	// reads "1mbit", not "1e+03kbit".
+	for _, u := range []struct {
+		div  float64
+		name string
+	}{{1e9, "gbit"}, {1e6, "mbit"}, {1e3, "kbit"}} {
+		if bits >= u.div*0.9995 {
+			return fmt.Sprintf("%.3g%s", bits/u.div, u.name)
+		}
+	}
+	return fmt.Sprintf("%.0fbit", bits)
+}
+
 // Burst limits accepted by the grammar, in bytes. 0 means automatic.
 const (
 	MinBurstBytes = 1500    // one Ethernet MTU: a smaller bucket never passes a full packet
