@@ -246,4 +246,3 @@ func requestedAchieved(d nodestatus.Direction) (req, ach string) {
 	}
 	return req, strings.Join(a, " ")
 }
-

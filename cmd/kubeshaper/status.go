@@ -386,4 +386,3 @@ func requestedAchieved(d directionStatus) (req, ach string) {
 	}
 	return req, strings.Join(a, " ")
 }
-
