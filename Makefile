@@ -144,8 +144,8 @@ bench-monitoring: bpffs
 # position (21 takeovers), and the agent at 250 pods in the same run
 # (docs/bench/agent-coexistence.json, beside the committed agent.json).
 bench-cni: bpffs build
-	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run '^(TestBenchCLI|TestBenchCost)$$' -v -timeout 30m ./tests/cni/
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run '^TestAgentHoldsPosition$$' -v -timeout 10m ./tests/agent/
+	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run '^(TestBenchCost|TestBenchCLI)$$' -v -timeout 30m ./tests/cni/
 	KUBESHAPER_BENCH=1 KUBESHAPER_AGENT_JSON=agent-coexistence.json $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tools/bench/agentbench/
 	$(GO) run ./tools/readmefigs
 

@@ -29,10 +29,10 @@ import (
 // kubeshaper does about them, and the per-packet cost of the tcx path.
 
 // benchReps windows of benchWindow each: the bucket's 0.5 s of credit can
-// add at most 0.5/6 to one window, and TCP leaves it near empty.
+// add at most 0.5/5 to one window, and TCP leaves it near empty.
 const (
 	benchReps   = 3
-	benchWindow = 6 * time.Second
+	benchWindow = 5 * time.Second
 )
 
 // cli runs bin/kubeshaper in the node netns.
