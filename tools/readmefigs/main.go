@@ -38,7 +38,6 @@ func main() {
 		"BENCH-PACING":      pacingTables,
 		"BENCH-COEXIST":     coexistTable,
 		"BENCH-MEMORY":      memoryTable,
-		"BENCH-PACING-ROWS": pacingRows,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {

@@ -11,10 +11,6 @@ import (
 // by side (issue 13).
 func pacingTables() (string, error) { return pacingTablesFrom("docs/bench/pacing.json") }
 
-// pacingRows renders the run of the issue's first table (the application
-// pacing itself, the policer alone, the new default), docs/bench/pacing-rows.
-func pacingRows() (string, error) { return pacingTablesFrom("docs/bench/pacing-rows/pacing.json") }
-
 func pacingTablesFrom(path string) (string, error) {
 	var d struct {
 		Started  string  `json:"started"`
