@@ -114,7 +114,7 @@ func TestBenchCLI(t *testing.T) {
 		t.Skip("needs tcx")
 	}
 	res := map[string]any{"limit_bits": limit, "reps": benchReps, "window_s": benchWindow.Seconds(), "load_average_start": stats.LoadAvg()}
-	egress := `bandwidth=50mbit egress`
+	egress := `bandwidth=50mbit egress pacing=off` // the tc hook alone, as in the issue (no socket pacing)
 
 	// kubeshaper alone.
 	{
