@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -194,34 +197,21 @@ func dash(s string) string {
 }
 
 // from renders which object provides each rule: "bandwidth=Service/web,loss=Pod".
-func from(m map[string]string) string {
-	if len(m) == 0 {
-		return "-"
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	return strings.Join(parts, ",")
+func from(m map[string]string) string { return pairs(m, func(v string) string { return v }) }
+
+// drops renders packets dropped by reason: "bandwidth=12,loss=3".
+func drops(m map[string]nodestatus.Drop) string {
+	return pairs(m, func(d nodestatus.Drop) string { return strconv.FormatUint(d.Packets, 10) })
 }
 
-func drops(m map[string]nodestatus.Drop) string {
+// pairs renders a map as "k=v,…" sorted by key, "-" when empty.
+func pairs[V any](m map[string]V, val func(V) string) string {
 	if len(m) == 0 {
 		return "-"
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d", k, m[k].Packets)
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+val(m[k]))
 	}
 	return strings.Join(parts, ",")
 }
