@@ -384,15 +384,7 @@ func (b *bench) paceOnce(p *pacePoint, rep int) (rr paceRep) {
 	if p.Mode != "kernel-tbf" && p.Mode != "cni" && p.Mode != "none+fqrate" {
 		rr.TCDrops = b.bandwidthDrops(dirOf(p.Case))
 	}
-	if ierr != nil {
-		rr.Error = "iperf3: " + ierr.Error()
-		return rr
-	}
-	if serr != nil {
-		rr.Error = serr.Error()
-		return rr
-	}
-	fr, err := analyze(samples)
+	fr, err := transferRate(samples, iperfErr(ierr), serr)
 	rr.flowRate = fr
 	if err != nil {
 		rr.Error = err.Error()
@@ -690,13 +682,7 @@ func (b *bench) udpOnce(p *udpPoint) (float64, error) {
 		"-to", fmt.Sprintf("%s:%d", to, udpPort+1), "-n", strconv.Itoa(n), "-size", strconv.Itoa(size), "-rate", strconv.FormatUint(rate, 10))
 	time.Sleep(200 * time.Millisecond)
 	samples, serr := s.Stop()
-	if err != nil {
-		return 0, err
-	}
-	if serr != nil {
-		return 0, serr
-	}
-	fr, err := analyze(samples)
+	fr, err := transferRate(samples, err, serr)
 	if err != nil {
 		return 0, err
 	}

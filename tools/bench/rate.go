@@ -126,15 +126,7 @@ func (b *bench) rateOnce(p *ratePoint, m modeSpec, rep int) (rr rateRep) {
 	}
 	rr.GoodputBps, rr.Retransmits = res.goodput, res.retrans
 	rr.Load1 = loadavg()
-	if ierr != nil {
-		rr.Error = "iperf3: " + ierr.Error()
-		return rr
-	}
-	if serr != nil {
-		rr.Error = serr.Error()
-		return rr
-	}
-	fr, err := analyze(samples)
+	fr, err := transferRate(samples, iperfErr(ierr), serr)
 	rr.flowRate = fr
 	if err != nil {
 		rr.Error = err.Error()

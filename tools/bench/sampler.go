@@ -110,6 +110,26 @@ func wireBytes(bytes, pkts uint64) float64 {
 	return b + (segs-n)*tcpHdr
 }
 
+// transferRate analyzes one transfer's samples, unless an earlier step
+// failed: the first non-nil of errs (the traffic generator's, then the
+// sampler's) is returned with a zero flowRate; else analyze's result.
+func transferRate(samples []sample, errs ...error) (flowRate, error) {
+	for _, err := range errs {
+		if err != nil {
+			return flowRate{}, err
+		}
+	}
+	return analyze(samples)
+}
+
+// iperfErr labels an iperf3 failure as such (nil stays nil).
+func iperfErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("iperf3: %w", err)
+}
+
 // flowRate is what the samples of one transfer say.
 type flowRate struct {
 	WireBps      float64   `json:"wire_bps"`         // steady window: 1 s after the first data to the last data
