@@ -144,8 +144,9 @@ func (f *fixture) foreignTCX(t *testing.T, kind string, tgt foreign.Target, ifin
 }
 
 // wireRate sends TCP from → to for 3.5 s and returns the wire rate the
-// receiver's eth0 took in over the last 2 s (after the bucket's initial
-// credit is spent).
+// receiver's IP stack took in over the last 2 s (after the bucket's initial
+// credit is spent). Not eth0's rx counter: that counts packets before a
+// pod-side ingress hook drops them (netlab.DeliveredWireBytes).
 func wireRate(t *testing.T, from, to *netlab.Pod) float64 {
 	t.Helper()
 	return wireRateOver(t, from, to, 2*time.Second)
@@ -155,14 +156,8 @@ func wireRate(t *testing.T, from, to *netlab.Pod) float64 {
 func wireRateOver(t *testing.T, from, to *netlab.Pod, window time.Duration) float64 {
 	t.Helper()
 	rx := func() uint64 {
-		var n uint64
-		if err := podnet.Do(to.Netns, func() error {
-			l, err := netlink.LinkByName("eth0")
-			if err == nil {
-				n = l.Attrs().Statistics.RxBytes
-			}
-			return err
-		}); err != nil {
+		n, err := netlab.DeliveredWireBytes(to)
+		if err != nil {
 			t.Fatal(err)
 		}
 		return n
