@@ -43,7 +43,14 @@ func (f *fixture) cli(t *testing.T, args ...string) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(root, "bin", "kubeshaper")
-	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + f.lab.Node, bin}, args...)...)
+	if f.cliPins == "" {
+		// A private bpffs for the CLI's pins (maps, tcx links, the
+		// sock_ops link of socket pacing), removed with the test: the
+		// default one would keep them after the node netns is gone.
+		f.cliPins = netlab.PinDir(t, "kscn-cli")
+	}
+	args = append([]string{"--net=/var/run/netns/" + f.lab.Node, bin, "--bpffs", f.cliPins}, args...)
+	cmd := exec.Command("nsenter", args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubeshaper %s: %v\n%s", strings.Join(args, " "), err, out)

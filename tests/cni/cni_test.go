@@ -55,6 +55,8 @@ type fixture struct {
 	sh   *shaper.Shaper
 	a, b *netlab.Pod
 	pins string
+	// cliPins is the --bpffs of the CLI runs of the benchmark.
+	cliPins string
 }
 
 func setup(t *testing.T) *fixture {
