@@ -36,8 +36,12 @@ type ifaceStatus struct {
 	Filters   []string `json:"filters"` // "ingress:kubeshaper_pod_egress id 42"
 	// Attachments names, per direction, the hook that enforces it and what
 	// of ours runs there: "host ingress: tcx link 12 (prog 40)".
-	Attachments []string          `json:"attachments"`
-	Directions  []directionStatus `json:"directions"`
+	Attachments []string `json:"attachments"`
+	// Programs names the custom programs (kubeshaper.io/program) and
+	// where they run: "egress host ingress: tcx link 13 (prog 41), right
+	// behind ours".
+	Programs   []string          `json:"programs,omitempty"`
+	Directions []directionStatus `json:"directions"`
 
 	ifc shaper.Interface
 }
@@ -135,6 +139,11 @@ func status(args []string, out io.Writer) error {
 		enf := shaper.Judge(pl, traffic[ifc.Index], after)
 		for _, p := range pl {
 			st[i].Attachments = append(st[i].Attachments, fmt.Sprintf("%s %s", p.Direction, p))
+		}
+		for d, p := range sh.ProgramAttachments(ifc) {
+			if p != "" {
+				st[i].Programs = append(st[i].Programs, fmt.Sprintf("%s %s", rules.Direction(d), p))
+			}
 		}
 		for j := range st[i].Directions {
 			d := &st[i].Directions[j]

@@ -296,3 +296,73 @@ func TCXRevision(ifindex int, hook Hook) uint64 {
 	}
 	return res.Revision
 }
+
+// AttachTCXAfter puts prog right behind the tcx link ours — the place of
+// a custom program behind kubeshaper's own, so that it runs wherever ours
+// runs, before other tools' programs — as a link pinned at pin. A link
+// already pinned there and right behind ours is kept (its program swapped
+// when it differs); one elsewhere in the chain is released and attached
+// again behind ours (a program is in a chain at most once). Returns the
+// link ID.
+func AttachTCXAfter(ifindex int, hook Hook, prog *ebpf.Program, pin string, ours uint32) (uint32, error) {
+	const op = "attach tcx behind kubeshaper's link"
+	cur, have, err := PinnedTCX(pin)
+	if err != nil {
+		return 0, err
+	}
+	if have && (cur.Ifindex != ifindex || cur.Hook != hook) {
+		return 0, failHook(op, ifindex, hook, fmt.Errorf("pin %s holds a link of ifindex %d %s", pin, cur.Ifindex, cur.Hook))
+	}
+	if have && Behind(ifindex, hook, ours, cur.LinkID) {
+		info, err := prog.Info()
+		if err != nil {
+			return 0, failHook(op, ifindex, hook, err)
+		}
+		if id, _ := info.ID(); uint32(id) != cur.ProgID {
+			if err := updatePinned(pin, prog); err != nil {
+				return 0, failHook(op, ifindex, hook, err)
+			}
+		}
+		return cur.LinkID, nil
+	}
+	if have {
+		if err := unpin(pin); err != nil {
+			return 0, failHook(op, ifindex, hook, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
+		return 0, failHook(op, ifindex, hook, err)
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: hook.attachType(), Anchor: link.AfterLinkByID(link.ID(ours))})
+	if err != nil {
+		return 0, failHook(op, ifindex, hook, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return 0, failHook(op, ifindex, hook, fmt.Errorf("pin %s: %w", pin, err))
+	}
+	li, err := l.Info()
+	if err != nil {
+		return 0, failHook(op, ifindex, hook, err)
+	}
+	return uint32(li.ID), nil
+}
+
+// Behind reports whether the tcx link next runs right after the tcx link
+// first on the hook.
+func Behind(ifindex int, hook Hook, first, next uint32) bool {
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: hook.attachType()})
+	if err != nil || res == nil {
+		return false
+	}
+	for i, p := range res.Programs {
+		if lid, _ := p.LinkID(); uint32(lid) == first {
+			if i+1 >= len(res.Programs) {
+				return false
+			}
+			lid, _ := res.Programs[i+1].LinkID()
+			return uint32(lid) == next
+		}
+	}
+	return false
+}

@@ -141,11 +141,7 @@ func (n *Node) ProgramsIntact(ifc Interface, want [2]string) (ok bool) {
 // filter (true when unsure, so that the caller's cleanup step looks).
 func (n *Node) HasPrograms(ifindex int) bool {
 	found := true
-	n.in(func() error {
-		fl, err := attach.ListProgramFilters(ifindex)
-		found = err != nil || len(fl) > 0
-		return nil
-	})
+	n.in(func() error { found = n.sh.HasPrograms(ifindex); return nil })
 	return found
 }
 

@@ -99,6 +99,12 @@ func (s *Shaper) place(site hookSite, prog *ebpf.Program) (moved bool, err error
 				return moved, err
 			}
 		}
+		// A custom program follows ours onto tcx, right behind it.
+		if !site.podSide {
+			if err := s.followProgram(site); err != nil {
+				return moved, err
+			}
+		}
 		return moved, nil
 	}
 	if foreignFirst {
@@ -253,6 +259,8 @@ func (s *Shaper) Hold(ifc Interface) (retaken []Placement, err error) {
 				return retaken, err
 			}
 			retaken = append(retaken, p)
+		} else if err := s.followProgram(site); err != nil {
+			return retaken, err
 		}
 		if !atPod[d] || ifc.Pod.NetnsPath == "" {
 			continue
@@ -331,7 +339,7 @@ func (s *Shaper) forgetTCX(ifindex int) error {
 	ifc := Interface{Index: ifindex}
 	var errs []error
 	for _, d := range rules.Directions {
-		for _, pin := range []string{s.hostSite(ifc, d).pin, s.podSite(ifc, d).pin} {
+		for _, pin := range []string{s.hostSite(ifc, d).pin, programPin(s.hostSite(ifc, d)), s.podSite(ifc, d).pin} {
 			_, _, err := attach.PinnedTCX(pin)
 			errs = append(errs, err)
 		}

@@ -9,7 +9,6 @@ package shaper
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -72,6 +71,8 @@ type Shaper struct {
 	YieldTo map[string]bool
 
 	pacing pacingState
+	// progNames: the custom program behind each tcx pin (programs.go).
+	progNames programNames
 	// PreferTCX attaches as a tcx link at the head even where no other
 	// program is on the hook (where the kernel has tcx): for measuring
 	// the tcx path against cls_bpf, and for admins who want it.
@@ -344,82 +345,6 @@ type ProgramStatus struct {
 	Err error
 }
 
-// ApplyPrograms puts the custom programs pol asks for (kubeshaper.io/
-// program) on ifc, each behind kubeshaper's own filter in the second slot
-// of its hook, and removes those it no longer asks for. It is a separate
-// step from Apply, run after it: a program that cannot be loaded (missing
-// file, bad parameter, verifier rejection) leaves no program on that hook
-// and does not touch the built-in rules, which keep working. A program
-// whose filter already carries the wanted name (same file content, same
-// parameters) is left as it is.
-func (s *Shaper) ApplyPrograms(ifc Interface, pol rules.Policy) [2]ProgramStatus {
-	var out [2]ProgramStatus
-	var present []attach.Filter
-	listErr := error(nil)
-	present, listErr = attach.ListProgramFilters(ifc.Index)
-	for _, d := range rules.Directions {
-		hook := hookOf(d)
-		p := pol[d].Program
-		if p == nil {
-			if err := attach.DetachProgramFilter(ifc.Index, hook); err != nil && !isGone(err) {
-				out[d].Err = err
-			}
-			continue
-		}
-		name, err := datapath.CustomFilterName(s.ProgramDir, *p, d)
-		if err != nil {
-			out[d].Err = err
-			if derr := attach.DetachProgramFilter(ifc.Index, hook); derr != nil && !isGone(derr) {
-				out[d].Err = errors.Join(err, derr)
-			}
-			continue
-		}
-		out[d].Filter = name
-		if listErr == nil && slices.ContainsFunc(present, func(f attach.Filter) bool { return f.Hook == hook && f.Name == name }) {
-			continue
-		}
-		prog, name, err := s.dp.LoadCustom(s.ProgramDir, *p, d)
-		if err != nil {
-			out[d].Err = err
-			if derr := attach.DetachProgramFilter(ifc.Index, hook); derr != nil && !isGone(derr) {
-				out[d].Err = errors.Join(err, derr)
-			}
-			continue
-		}
-		out[d].Filter = name
-		err = attach.AttachProgramFilter(ifc.Index, hook, prog.FD(), name)
-		prog.Close() // the filter holds the program
-		if err != nil {
-			out[d].Err = err
-		}
-	}
-	return out
-}
-
-// ProgramsIntact reports whether ifc carries exactly the program filters
-// named in want (a "" name: none on that hook).
-func (s *Shaper) ProgramsIntact(ifc Interface, want [2]string) bool {
-	present, err := attach.ListProgramFilters(ifc.Index)
-	if err != nil {
-		return false
-	}
-	for _, d := range rules.Directions {
-		n := 0
-		for _, f := range present {
-			if f.Hook == hookOf(d) {
-				if f.Name != want[d] {
-					return false
-				}
-				n++
-			}
-		}
-		if (want[d] != "") != (n == 1) {
-			return false
-		}
-	}
-	return true
-}
-
 // Clear removes everything kubeshaper put on ifc: both filters, the map
 // entries of both directions, and qdiscs it created (host and pod side).
 // Other tools' filters and qdiscs are left alone. It tries every step and
@@ -428,7 +353,7 @@ func (s *Shaper) Clear(ifc Interface) error {
 	var errs []error
 	for _, d := range rules.Directions {
 		// Custom programs first: the clsact goes with the last filter.
-		if err := attach.DetachProgramFilter(ifc.Index, hookOf(d)); err != nil && !isGone(err) {
+		if err := s.removeProgram(s.hostSite(ifc, d)); err != nil {
 			errs = append(errs, err)
 		}
 		if err := s.unplace(s.hostSite(ifc, d)); err != nil && !isGone(err) {
