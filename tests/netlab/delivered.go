@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"strconv"
@@ -27,63 +26,55 @@ import (
 // option); the estimate is exact for unsegmented packets, whatever the
 // protocol.
 func DeliveredWireBytes(p *Pod) (uint64, error) {
-	var c ipCounters
+	c, err := NetCounters(p, "snmp", "netstat")
+	if err != nil {
+		return 0, err
+	}
+	datagrams, octets := c["Ip:InReceives"], c["IpExt:InOctets"]
+	segs := c["IpExt:InNoECTPkts"] + c["IpExt:InECT1Pkts"] + c["IpExt:InECT0Pkts"] + c["IpExt:InCEPkts"]
+	if segs < datagrams {
+		segs = datagrams // kernels without the ECN counters
+	}
+	const ethHdr, ipv4TCPHdr = 14, 20 + 32
+	return octets + ethHdr*segs + ipv4TCPHdr*(segs-datagrams), nil
+}
+
+// NetCounters reads /proc/net/<file> (snmp, netstat) as pod p's netns
+// sees it, keyed "Group:Name" ("Ip:InReceives", "IpExt:InOctets"). The
+// files are pairs of lines led by the group: names, then values. Values
+// that are not unsigned integers (Icmp's signed ones) are left out.
+func NetCounters(p *Pod, files ...string) (map[string]uint64, error) {
+	out := map[string]uint64{}
 	err := podnet.Do(p.Netns, func() error {
-		// thread-self: /proc/self/net is the netns of the process's
-		// leader thread, not of this (locked, moved) thread.
-		for _, f := range []string{"/proc/thread-self/net/snmp", "/proc/thread-self/net/netstat"} {
-			if err := c.read(f); err != nil {
+		for _, f := range files {
+			// thread-self: /proc/self/net is the netns of the process's
+			// leader thread, not of this (locked, moved) thread.
+			b, err := os.ReadFile("/proc/thread-self/net/" + f)
+			if err != nil {
 				return err
+			}
+			var names []string
+			for _, line := range strings.Split(string(b), "\n") {
+				fields := strings.Fields(line)
+				if len(fields) == 0 {
+					continue
+				}
+				if names == nil || names[0] != fields[0] {
+					names = fields
+					continue
+				}
+				for i := 1; i < len(names) && i < len(fields); i++ {
+					if v, err := strconv.ParseUint(fields[i], 10, 64); err == nil {
+						out[strings.TrimSuffix(fields[0], ":")+":"+names[i]] = v
+					}
+				}
+				names = nil
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("reading %s's IP counters: %w", p.Name, err)
+		return nil, fmt.Errorf("reading %s's /proc/net counters: %w", p.Name, err)
 	}
-	if c.segs < c.datagrams {
-		c.segs = c.datagrams // kernels without the ECN counters
-	}
-	const ethHdr, ipv4TCPHdr = 14, 20 + 32
-	return c.octets + ethHdr*c.segs + ipv4TCPHdr*(c.segs-c.datagrams), nil
-}
-
-type ipCounters struct{ datagrams, octets, segs uint64 }
-
-// read parses one /proc/net/{snmp,netstat} file: pairs of lines, a header
-// line of names and a line of values, both led by the group ("Ip:").
-func (c *ipCounters) read(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	var names []string
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 || (fields[0] != "Ip:" && fields[0] != "IpExt:") {
-			continue
-		}
-		if names == nil || names[0] != fields[0] {
-			names = fields
-			continue
-		}
-		for i := 1; i < len(names) && i < len(fields); i++ {
-			v, err := strconv.ParseUint(fields[i], 10, 64)
-			if err != nil {
-				continue // Ip: Forwarding and DefaultTTL are small ints; others may be signed
-			}
-			switch fields[0] + names[i] {
-			case "Ip:InReceives":
-				c.datagrams = v
-			case "IpExt:InOctets":
-				c.octets = v
-			case "IpExt:InNoECTPkts", "IpExt:InECT1Pkts", "IpExt:InECT0Pkts", "IpExt:InCEPkts":
-				c.segs += v
-			}
-		}
-		names = nil
-	}
-	return sc.Err()
+	return out, nil
 }

@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -146,29 +143,13 @@ func payload(seq, size int) []byte {
 // SNMP reads one counter of /proc/net/snmp (e.g. "Udp", "InCsumErrors")
 // as the pod's network namespace sees it.
 func SNMP(p *Pod, proto, field string) (uint64, error) {
-	var b []byte
-	err := podnet.Do(p.Netns, func() (err error) {
-		b, err = os.ReadFile("/proc/thread-self/net/snmp")
-		return err
-	})
+	c, err := NetCounters(p, "snmp")
 	if err != nil {
 		return 0, err
 	}
-	var names []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != proto+":" {
-			continue
-		}
-		if names == nil {
-			names = f[1:]
-			continue
-		}
-		for i, name := range names {
-			if name == field && i+1 < len(f) {
-				return strconv.ParseUint(f[i+1], 10, 64)
-			}
-		}
+	v, ok := c[proto+":"+field]
+	if !ok {
+		return 0, fmt.Errorf("no %s %s in /proc/net/snmp", proto, field)
 	}
-	return 0, fmt.Errorf("no %s %s in /proc/net/snmp", proto, field)
+	return v, nil
 }
