@@ -13,13 +13,41 @@
  * socket must live in a netns of this node, ksp_node_netns); with both,
  * the lower share wins. Matching network namespaces, not addresses alone,
  * keeps two "nodes" on one kernel (tests, kind) from pacing each other's
- * pods that happen to share an address. A rule's rate is
- * shared by its ACTIVE flows: a flow is active in an epoch (2^27 ns, 134 ms)
- * when it got an ACK for new data in it (the RTT callback), so an idle
- * keep-alive connection takes no share, and a finished flow gives its share
- * back within two epochs. Each socket re-derives its share on every RTT
- * callback and calls bpf_setsockopt only when the value changes: nothing
- * runs per packet on the TC path.
+ * pods that happen to share an address.
+ *
+ * SHARES BY NEED. A rule's rate is split among its flows in proportion to
+ * need, in epochs of 2^27 ns (134 ms):
+ *  - a flow is HEAVY in an epoch once the bytes acked to it in that epoch,
+ *    or in the previous one, or the bytes its application has written and
+ *    not had acked yet (its backlog: a bulk sender's fills the send
+ *    buffer, so it is heavy from its first ACK), reach a quarter of an
+ *    epoch at the current share (share >> 5 bytes: 1/32 s ~ 23 % of
+ *    134 ms); else it is LIGHT;
+ *  - heavy flows split what light flows leave: share = (rate - light) /
+ *    heavy, where light is the light flows' acked bytes per epoch turned
+ *    into a rate (deducted up to 3/4 of the rule, so that heavy flows keep
+ *    at least a quarter whatever the estimate says), and heavy and light
+ *    are the larger of this epoch's count so far and the last epoch's (a
+ *    new epoch fills up as flows get ACKs; a finished flow gives its share
+ *    back within two epochs);
+ *  - every flow, heavy or light, is paced at that share: a light flow that
+ *    turns bulk never runs above the rule's rate, and it turns heavy at its
+ *    first ACK (backlog) or within ~31 ms at the share (acked bytes), after
+ *    which the others slow down at their next ACK.
+ * Why: a node has short connections to every pod all the time (kubelet
+ * probes every second, metrics scrapes, health checks, keep-alive
+ * requests). When any flow that got an ACK counted for a full share, each
+ * probe halved the bulk flow's rate for one or two epochs: on a real
+ * cluster, goodput 0.85 of the target with probes every second, ~0.45 with
+ * one every 100 ms (pkg/shaper TestSocketPacingWithProbes). Counted by
+ * need, a probe is a few hundred bytes deducted, the bulk flow keeps its
+ * rate. What it costs: a light flow may send up to a quarter epoch's share
+ * before it counts (a new bulk flow: about its initial window), and light bytes are deducted after they are acked, so
+ * the sum of the flows can run above the rule for an epoch; the policer's
+ * bucket (rate x 500 ms) absorbs that, and stays the hard cap.
+ * Each socket re-derives its share on every RTT callback (an ACK for new
+ * data) and calls bpf_setsockopt only when the value changes: nothing runs
+ * per packet on the TC path.
  *
  * Rates are wire (L2) bytes, what the policer counts; TCP paces payload
  * bytes (skb->len of its GSO skbs, headers excluded), so the share is scaled
@@ -39,7 +67,7 @@
 #define AF_INET6 10
 #define ETH_HLEN 14
 
-/* Epoch length: 2^27 ns = 134 ms. An active flow at the smallest share
+/* Epoch length: 2^27 ns = 134 ms. A heavy flow at the smallest share
  * (10 Mbit/s / 8 flows) gets an ACK every ~20 ms: it is never missed. */
 #define KSP_EPOCH_SHIFT 27
 
@@ -103,6 +131,8 @@ struct sock___ksp {
 
 struct tcp_sock___ksp {
 	__u16 tcp_header_len;
+	__u32 write_seq;
+	__u32 snd_una;
 } __attribute__((preserve_access_index));
 
 static __always_inline void stat(__u32 i)
@@ -148,57 +178,132 @@ static __always_inline int addrs_of(struct bpf_sock_ops *skops, struct ksp_key *
 	return -1;
 }
 
-/* active counts the socket as active in its group's current epoch and
- * returns the group's number of active flows (this epoch's or the last
- * one's, whichever is larger: a new epoch fills up as flows get ACKs). */
-static __always_inline __u32 active(struct ksp_key *a, __u32 dir, __u32 *sock_epoch, __u32 now)
+/* Light bytes per epoch to bytes/s: x 1e9 / 2^27 = x 7.4506 ~ x 954 / 128. */
+#define KSP_PER_SEC(b) (((b) * 954) >> 7)
+
+/* split is a rule's wire rate per heavy flow: what light flows leave
+ * (at least a quarter of the rule), over the heavy flows (at least one). */
+static __always_inline __u64 split(__u64 rate, __u32 cur, __u32 prev, __u64 cur_light, __u64 prev_light)
+{
+	__u32 n = cur > prev ? cur : prev;
+	__u64 light = KSP_PER_SEC(cur_light > prev_light ? cur_light : prev_light);
+
+	if (light > rate - rate / 4)
+		light = rate - rate / 4;
+	return (rate - light) / (n ? n : 1);
+}
+
+/* need accounts the socket in its group of direction dir (its acked
+ * bytes, this epoch so far: cur; in the previous epoch: s->prev; since
+ * the last callback: fresh; written by the application and not acked
+ * yet: backlog) and returns the share of a flow of the group
+ * in wire bytes/s. Shares by need: see the top of the file. */
+static __always_inline __u64 need(struct ksp_key *a, __u32 dir, __u64 rate, struct ksp_sock *s,
+				  __u32 now, __u64 cur, __u64 fresh, __u64 backlog)
 {
 	struct ksp_group_key gk = {.addr = *a, .dir = dir};
 	struct ksp_group *g = bpf_map_lookup_elem(&ksp_groups, &gk);
-	__u32 n;
+	__u64 v;
 
 	if (!g) {
 		struct ksp_group zero = {};
 		bpf_map_update_elem(&ksp_groups, &gk, &zero, BPF_NOEXIST);
 		g = bpf_map_lookup_elem(&ksp_groups, &gk);
 		if (!g)
-			return 1;
+			return rate;
 	}
 	bpf_spin_lock(&g->lock);
 	if (g->epoch != now) {
-		g->prev = g->epoch + 1 == now ? g->cur : 0;
+		if (g->epoch + 1 == now) {
+			g->prev = g->cur;
+			g->prev_light = g->cur_light;
+		} else {
+			g->prev = 0;
+			g->prev_light = 0;
+		}
 		g->cur = 0;
+		g->cur_light = 0;
 		g->epoch = now;
 	}
-	if (*sock_epoch != now) {
-		g->cur++;
-		*sock_epoch = now;
+	v = split(rate, g->cur, g->prev, g->cur_light, g->prev_light);
+	if (s->epoch[dir] != now) {
+		__u64 t = v >> 5; /* a quarter epoch at the share, in bytes */
+
+		if (cur >= t || s->prev >= t || backlog >= t) {
+			/* Heavy: counts for a share; what it added as
+			 * light this epoch and the last is taken back. */
+			g->cur++;
+			g->cur_light -= s->light[dir] < g->cur_light ? s->light[dir] : g->cur_light;
+			g->prev_light -= s->plight[dir] < g->prev_light ? s->plight[dir] : g->prev_light;
+			s->light[dir] = 0;
+			s->plight[dir] = 0;
+			s->epoch[dir] = now;
+			v = split(rate, g->cur, g->prev, g->cur_light, g->prev_light);
+		} else if (fresh) {
+			g->cur_light += fresh;
+			s->light[dir] += fresh;
+		}
 	}
-	n = g->cur > g->prev ? g->cur : g->prev;
 	bpf_spin_unlock(&g->lock);
-	return n ? n : 1;
+	return v;
+}
+
+/* rule_rates looks up the rules that cover the socket: its egress rule (by
+ * local address, in the pod's netns) and the ingress rule of its remote
+ * address (for a sender in a netns of this node). */
+static __always_inline void rule_rates(struct bpf_sock_ops *skops, struct ksp_key *local, struct ksp_key *remote,
+				       __u64 *egress, __u64 *ingress)
+{
+	__u64 netns = bpf_get_netns_cookie(skops);
+	struct ksp_rule *r;
+
+	*egress = 0;
+	*ingress = 0;
+	if (addrs_of(skops, local, remote))
+		return;
+	r = bpf_map_lookup_elem(&ksp_rules, local);
+	if (r && r->rate[KSP_DIR_EGRESS] && r->netns == netns)
+		*egress = r->rate[KSP_DIR_EGRESS];
+	r = bpf_map_lookup_elem(&ksp_rules, remote);
+	if (r && r->rate[KSP_DIR_INGRESS] && bpf_map_lookup_elem(&ksp_node_netns, &netns))
+		*ingress = r->rate[KSP_DIR_INGRESS];
 }
 
 /* share is the socket's wire rate in bytes/s: the lowest of its rules'
- * rate / active flows; 0 when no rule covers it. */
-static __always_inline __u64 share(struct bpf_sock_ops *skops, struct ksp_sock *s)
+ * shares; 0 when no rule covers it. */
+static __always_inline __u64 share(struct bpf_sock_ops *skops, struct bpf_sock *sk, struct ksp_sock *s)
 {
 	__u32 now = bpf_ktime_get_ns() >> KSP_EPOCH_SHIFT;
-	__u64 netns = bpf_get_netns_cookie(skops);
+	__u64 acked = skops->bytes_acked, cur, fresh, backlog = 0;
+	struct tcp_sock___ksp *tp = (struct tcp_sock___ksp *)bpf_skc_to_tcp_sock(sk);
 	struct ksp_key local, remote;
-	struct ksp_rule *r;
-	__u64 best = 0, v;
+	__u64 eg, in, best = 0, v;
 
-	if (addrs_of(skops, &local, &remote))
-		return 0;
-	r = bpf_map_lookup_elem(&ksp_rules, &local);
-	if (r && r->rate[KSP_DIR_EGRESS] && r->netns == netns) {
-		v = r->rate[KSP_DIR_EGRESS] / active(&local, KSP_DIR_EGRESS, &s->epoch[KSP_DIR_EGRESS], now);
-		best = v;
+	rule_rates(skops, &local, &remote, &eg, &in);
+	if (tp)
+		backlog = (__u32)(tp->write_seq - tp->snd_una);
+	/* This epoch's bytes count from the last callback before it: the ACK
+	 * that opens an epoch brings bytes of that epoch. */
+	if (s->ep != now) {
+		int last = s->ep + 1 == now;
+
+		s->prev = last ? s->last - s->base : 0;
+		s->plight[0] = last ? s->light[0] : 0;
+		s->plight[1] = last ? s->light[1] : 0;
+		s->light[0] = 0;
+		s->light[1] = 0;
+		s->base = s->last;
+		s->ep = now;
 	}
-	r = bpf_map_lookup_elem(&ksp_rules, &remote);
-	if (r && r->rate[KSP_DIR_INGRESS] && bpf_map_lookup_elem(&ksp_node_netns, &netns)) {
-		v = r->rate[KSP_DIR_INGRESS] / active(&remote, KSP_DIR_INGRESS, &s->epoch[KSP_DIR_INGRESS], now);
+	if (acked < s->last) /* never seen; keeps the arithmetic sane */
+		acked = s->last;
+	cur = acked - s->base;
+	fresh = acked - s->last;
+	s->last = acked;
+	if (eg)
+		best = need(&local, KSP_DIR_EGRESS, eg, s, now, cur, fresh, backlog);
+	if (in) {
+		v = need(&remote, KSP_DIR_INGRESS, in, s, now, cur, fresh, backlog);
 		if (!best || v < best)
 			best = v;
 	}
@@ -244,9 +349,9 @@ static __always_inline int set_rate(struct bpf_sock_ops *skops, __u64 rate)
 
 static __always_inline void update(struct bpf_sock_ops *skops, struct bpf_sock *sk, struct ksp_sock *s)
 {
-	/* Counted active whatever happens next: an application pacing itself
-	 * still takes its part of the pod's rate. */
-	__u64 want = share(skops, s), cur;
+	/* Accounted whatever happens next: an application pacing itself
+	 * still takes its part of the pod's rate (heavy or light). */
+	__u64 want = share(skops, sk, s), cur;
 
 	if (s->app)
 		return;
@@ -301,19 +406,18 @@ int ks_sockpace(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
-		struct ksp_sock zero = {};
+		struct ksp_key local, remote;
+		__u64 eg, in;
 
 		sk = skops->sk;
 		if (!sk)
 			return 1;
-		if (!share(skops, &zero))
+		rule_rates(skops, &local, &remote, &eg, &in);
+		if (!eg && !in)
 			return 1; /* not ours: no state, no callbacks */
 		s = bpf_sk_storage_get(&ksp_socks, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!s)
 			return 1;
-		/* The flow counted itself above in zero's epochs. */
-		s->epoch[0] = zero.epoch[0];
-		s->epoch[1] = zero.epoch[1];
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
 		update(skops, sk, s);
 		return 1;

@@ -32,17 +32,29 @@ struct ksp_group_key {
 	__u32 dir;
 };
 
+/* Shares by need (bpf/sockpace.c): per (address, direction), the flows
+ * that count for a full share ("heavy") and the bytes the others ("light")
+ * got acked, in the current and the previous epoch. */
 struct ksp_group {
 	struct bpf_spin_lock lock;
-	__u32 epoch; /* current epoch (ns >> 27) */
-	__u32 cur;   /* flows active in it so far */
-	__u32 prev;  /* flows active in the previous one */
+	__u32 epoch;      /* current epoch (ns >> 27) */
+	__u32 cur;        /* heavy flows in it so far */
+	__u32 prev;       /* heavy flows in the previous one */
+	__u32 pad;
+	__u64 cur_light;  /* bytes acked to light flows in it so far */
+	__u64 prev_light; /* bytes acked to light flows in the previous one */
 };
 
 struct ksp_sock {
-	__u64 rate;     /* SO_MAX_PACING_RATE we set (payload bytes/s); 0 none */
-	__u32 epoch[2]; /* last epoch counted in each group */
-	__u32 app;      /* the application set its own, lower rate: hands off */
+	__u64 rate;      /* SO_MAX_PACING_RATE we set (payload bytes/s); 0 none */
+	__u64 last;      /* bytes_acked at the last callback */
+	__u64 base;      /* bytes_acked when epoch ep began */
+	__u64 prev;      /* bytes acked in epoch ep - 1 */
+	__u32 ep;        /* the epoch base and prev refer to */
+	__u32 epoch[2];  /* last epoch counted heavy in each group */
+	__u32 light[2];  /* bytes added to each group's cur_light in epoch ep */
+	__u32 plight[2]; /* ... and to its prev_light (epoch ep - 1) */
+	__u32 app;       /* the application set its own, lower rate: hands off */
 };
 
 enum ksp_stat {

@@ -1,10 +1,14 @@
 package shaper
 
 import (
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/pkg/sockpace"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
@@ -97,4 +101,193 @@ func TestSocketPacingLiftedOnRemoval(t *testing.T) {
 	if st.Stats.Lifted == 0 {
 		t.Errorf("no socket's pacing was lifted: %+v", st.Stats)
 	}
+}
+
+// prober stands for the kubelet's probes and a metrics scraper: every
+// period, a fresh TCP connection from the node to the pod carries a small
+// request and a response of respBytes from the pod, then closes. It runs
+// until stop is closed and returns how many probes completed.
+func prober(t *testing.T, f *fixture, pod *netlab.Pod, period time.Duration, respBytes int, stop <-chan struct{}) <-chan int {
+	t.Helper()
+	var ln net.Listener
+	if err := podnet.Do(pod.Netns, func() (err error) { ln, err = net.Listen("tcp4", pod.IP.String()+":0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	resp := make([]byte, respBytes)
+	go func() { // the pod's server: answers each request, then closes
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req := make([]byte, 64)
+				if _, err := c.Read(req); err == nil {
+					c.Write(resp)
+				}
+			}()
+		}
+	}()
+	done := make(chan int, 1)
+	go func() {
+		n := 0
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-stop:
+				done <- n
+				return
+			case <-tick.C:
+			}
+			var c net.Conn
+			if podnet.Do("/var/run/netns/"+f.lab.Node, func() (err error) {
+				c, err = net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
+				return err
+			}) != nil {
+				continue
+			}
+			c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write([]byte("GET /healthz\n")); err == nil {
+				got := 0
+				for {
+					k, err := c.Read(buf)
+					got += k
+					if err != nil {
+						break
+					}
+				}
+				if got == respBytes {
+					n++
+				}
+			}
+			c.Close()
+		}
+	}()
+	return done
+}
+
+// TestSocketPacingWithProbes: short connections to the pod (probes,
+// scrapes, keep-alive requests: a real node has them every second) must
+// not take a share of the pod's rate from its bulk flow. Before shares
+// went by need, every probe counted as an active flow for one or two
+// 134 ms epochs and halved the bulk flow's rate meanwhile: with a probe
+// every 1 s the real cluster measured goodput 0.85-0.86 of the payload
+// target (0.93-0.96 without probes); with one every 100 ms, as here, there
+// is a probe in every epoch and the bulk flow ran at about half the
+// target (measured on the old code: see the commit). The bound, 0.90 of
+// the payload target, sits midway between that and a correct build
+// (0.95-1.00 alone, the same here): a correct build misses it only when
+// starved of CPU, which only ever lowers the rate, so each run retries up
+// to 3 times; at ≤ 5 % per try (the 0.95 bound of TestSocketPacingInEffect
+// holds in CI on this machine) a false failure is ≤ 0.05³ ≈ 1/8000.
+// The policer must still not drop: ≤ 40 bandwidth drops and retransmitted
+// segments per 3 s try (~10,000 segments; as TestSocketPacingInEffect).
+func TestSocketPacingWithProbes(t *testing.T) {
+	f := setup(t)
+	ifc := f.iface(t, f.a)
+	f.iface(t, f.b)
+	const target = 40_000_000
+	pol := rules.Policy{}
+	pol[rules.Egress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: target, Mode: rules.ModeDrop}
+	f.apply(t, ifc, pol)
+	if err := f.sh.PacingError(); err != nil {
+		t.Skipf("socket pacing unavailable on this kernel: %v", err)
+	}
+	key := datapath.KeyOf(ifc.Index, rules.Egress)
+	payload := float64(target) * 1448 / 1514
+	for try := 1; try <= 3; try++ {
+		before, _, _ := f.dp.Counters(key)
+		r0 := tcpRetrans(t, f.a)
+		stop := make(chan struct{})
+		probes := prober(t, f, f.a, 100*time.Millisecond, 4<<10, stop)
+		got, err := netlab.TCPRate(f.a, f.b, 3*time.Second)
+		close(stop)
+		n := <-probes
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, _, _ := f.dp.Counters(key)
+		drops := after.DropPackets[0] - before.DropPackets[0]
+		retr := tcpRetrans(t, f.a) - r0
+		t.Logf("try %d: bulk flow %.2f Mbit/s payload (%.3f of the target's payload) beside %d probes; %d bandwidth drops, %d retransmissions of %d packets",
+			try, got/1e6, got/payload, n, drops, retr, after.Packets-before.Packets)
+		if n < 15 {
+			t.Fatalf("only %d probes answered in 3 s (want ~30): the test did not test", n)
+		}
+		if drops > 40 || retr > 40 {
+			t.Fatalf("pacing beside probes: %d bandwidth drops, %d retransmitted segments (want ≤ 40 each)", drops, retr)
+		}
+		if got > payload*1.03 {
+			t.Fatalf("bulk flow at %.3f of the target's payload: above the rule", got/payload)
+		}
+		if got >= payload*0.90 {
+			return
+		}
+	}
+	t.Errorf("the probes took the bulk flow's share: below 0.90 of the target's payload in 3 tries")
+}
+
+// TestSocketPacingSharedByFlows: four bulk flows of one pod share its rule:
+// each is heavy from its first ACK (its send buffer is full), the shares
+// drop to a quarter, their sum stays at the target and the policer hardly
+// drops. A flow counted for nothing would pace all four at a third of the
+// rule (4/3 of it in sum: thousands of drops in 3 s); a flow counted twice
+// would lower the sum to 0.8.
+// Measured (load 1-5): sums 1.005-1.016, 42-45 drops per run, the same on
+// the code before shares went by need (0-44): one 64 KB GSO skb that
+// meets an empty bucket, once per run. The drop bound, 200 of ~11,000
+// segments (4 such events), with up to 3 tries (a CPU stall only lowers
+// rates; a wrong count fails every try): a false failure needs three
+// tries each with ≥ 5 such events, < 1/1000 at any per-try chance
+// below 10 %.
+func TestSocketPacingSharedByFlows(t *testing.T) {
+	f := setup(t)
+	ifc := f.iface(t, f.a)
+	f.iface(t, f.b)
+	const target, flows = 40_000_000, 4
+	pol := rules.Policy{}
+	pol[rules.Egress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: target, Mode: rules.ModeDrop}
+	f.apply(t, ifc, pol)
+	if err := f.sh.PacingError(); err != nil {
+		t.Skipf("socket pacing unavailable on this kernel: %v", err)
+	}
+	key := datapath.KeyOf(ifc.Index, rules.Egress)
+	payload := float64(target) * 1448 / 1514
+	for try := 1; try <= 3; try++ {
+		before, _, _ := f.dp.Counters(key)
+		r0 := tcpRetrans(t, f.a)
+		got := make(chan float64, flows)
+		for range flows {
+			go func() {
+				r, err := netlab.TCPRate(f.a, f.b, 3*time.Second)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- r
+			}()
+		}
+		var sum float64
+		var each []string
+		for range flows {
+			r := <-got
+			sum += r
+			each = append(each, fmt.Sprintf("%.2f", r/1e6))
+		}
+		after, _, _ := f.dp.Counters(key)
+		drops := after.DropPackets[0] - before.DropPackets[0]
+		retr := tcpRetrans(t, f.a) - r0
+		t.Logf("try %d: %d flows: %s Mbit/s, sum %.3f of the target's payload; %d bandwidth drops, %d retransmissions of %d packets",
+			try, flows, strings.Join(each, " "), sum/payload, drops, retr, after.Packets-before.Packets)
+		if sum > payload*1.03 {
+			t.Fatalf("%d flows sum to %.3f of the target's payload: above the rule", flows, sum/payload)
+		}
+		if sum >= payload*0.90 && drops <= 200 && retr <= 200 {
+			return
+		}
+	}
+	t.Errorf("%d flows did not share the rule in 3 tries: sum below 0.90 of the target's payload or > 200 drops/retransmissions", flows)
 }

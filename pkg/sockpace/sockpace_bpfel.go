@@ -19,9 +19,13 @@ type sockpaceKspGroup struct {
 		_   structs.HostLayout
 		Val uint32
 	}
-	Epoch uint32
-	Cur   uint32
-	Prev  uint32
+	Epoch     uint32
+	Cur       uint32
+	Prev      uint32
+	Pad       uint32
+	_         [4]byte
+	CurLight  uint64
+	PrevLight uint64
 }
 
 type sockpaceKspGroupKey struct {
@@ -44,11 +48,16 @@ type sockpaceKspRule struct {
 }
 
 type sockpaceKspSock struct {
-	_     structs.HostLayout
-	Rate  uint64
-	Epoch [2]uint32
-	App   uint32
-	_     [4]byte
+	_      structs.HostLayout
+	Rate   uint64
+	Last   uint64
+	Base   uint64
+	Prev   uint64
+	Ep     uint32
+	Epoch  [2]uint32
+	Light  [2]uint32
+	Plight [2]uint32
+	App    uint32
 }
 
 type sockpaceKspStat uint32
