@@ -17,6 +17,7 @@
 #include "shaper.h"
 #include "lib/parse.h"
 #include "lib/slots.h"
+#include "lib/flows.h"
 
 #define NSEC_PER_SEC 1000000000ULL
 /* Buckets that fill faster than this read the exact clock (bucket_now). */
@@ -30,15 +31,6 @@ struct {
 	__type(value, struct ks_rule);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ks_rules SEC(".maps");
-
-/* Per-flow records, bounded: the least recently seen flow is evicted. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct ks_flow_key);
-	__type(value, struct ks_flow);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ks_flows SEC(".maps");
 
 /* The peer prefixes of targeted rules (see struct ks_peer_key). */
 struct {
@@ -86,40 +78,7 @@ volatile const __u32 ks_coarse_clock = 0;
 const enum ks_reason ks_reason_unused __attribute__((unused));
 const enum ks_flags ks_flags_unused __attribute__((unused));
 const struct ks_key ks_key_unused __attribute__((unused));
-
-/*
- * Records the packet in its flow. Counters are atomic (a flow's packets may
- * be handled on several CPUs at once); last_ns and the flag bits are plain
- * stores (a lost race costs a nanosecond of age or a flag seen again on the
- * next packet; atomic OR needs 5.12).
- */
-static __always_inline void flow_seen(struct ks_pkt *p, __u64 jiffies, __u32 segs,
-				      __u64 wire, int dropped)
-{
-	struct ks_flow *f = bpf_map_lookup_elem(&ks_flows, &p->fk);
-
-	if (!f) {
-		struct ks_flow nf = {
-			.packets = segs, .bytes = wire,
-			.first_jiffies = jiffies, .last_jiffies = jiffies,
-			.drops = dropped ? segs : 0,
-			.tcp_flags = p->tcp_flags,
-		};
-		/* NOEXIST: if another CPU created it meanwhile, count there. */
-		if (!bpf_map_update_elem(&ks_flows, &p->fk, &nf, BPF_NOEXIST))
-			return;
-		f = bpf_map_lookup_elem(&ks_flows, &p->fk);
-		if (!f)
-			return;
-	}
-	__sync_fetch_and_add(&f->packets, segs);
-	__sync_fetch_and_add(&f->bytes, wire);
-	if (dropped)
-		__sync_fetch_and_add(&f->drops, segs);
-	f->last_jiffies = jiffies;
-	if ((f->tcp_flags | p->tcp_flags) != f->tcp_flags)
-		f->tcp_flags |= p->tcp_flags;
-}
+const struct ks_flow_forget_req ks_flow_forget_req_unused __attribute__((unused));
 
 static __always_inline int drop(struct ks_counters *c, __u32 reason,
 				__u64 wire, __u32 segs)
@@ -727,6 +686,13 @@ SEC("tc")
 int ks_pod_side_ingress(struct __sk_buff *skb)
 {
 	return handle(skb, KS_DIR_INGRESS, true);
+}
+
+/* Removes one flow record for user space (lib/flows.h, flow_forget). */
+SEC("tc")
+int ks_flow_forget(struct __sk_buff *skb)
+{
+	return flow_forget(skb);
 }
 
 /* ks_clock pairs the two clocks for user space, which converts flow

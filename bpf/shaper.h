@@ -195,4 +195,30 @@ struct ks_flow {
 	__u32 pad;
 };
 
+/*
+ * ks_flows is a set-associative table (bpf/lib/flows.h): the set is a hash
+ * of the key, a flow lives in one of the set's ways. A way whose
+ * key.family is 0 is free.
+ */
+#define KS_FLOW_WAYS 8
+
+struct ks_flow_way {
+	struct ks_flow_key key;
+	__u32 pad;
+	struct ks_flow stats;
+};
+
+struct ks_flow_set {
+	struct bpf_spin_lock lock; /* taken to claim a way, never to count */
+	__u32 pad;
+	struct ks_flow_way ways[KS_FLOW_WAYS];
+};
+
+/* What user space asks ks_flow_forget to remove (BPF_PROG_TEST_RUN data). */
+struct ks_flow_forget_req {
+	__u32 set;
+	__u32 way;
+	struct ks_flow_key key;
+};
+
 #endif

@@ -93,6 +93,9 @@ func (d *Datapath) loadSpec() error {
 		return fmt.Errorf("reading kubeshaper's BPF object: %w", err)
 	}
 	d.sizeSpec(spec)
+	if err := setFlowMask(spec, spec.Maps[shaperMapKsFlows].MaxEntries); err != nil {
+		return err
+	}
 	if err := useKernelFeatures(spec, d.atomics); err != nil {
 		return err
 	}

@@ -11,15 +11,17 @@ import (
 // (a few syscalls for the whole map instead of two per record); where the
 // kernel has no batch operations for the map it falls back to Flows.
 func (d *Datapath) FlowsBatch() ([]Flow, error) {
-	const chunk = 1024
-	keys := make([]FlowKey, chunk)
-	vals := make([]FlowStats, chunk)
+	const chunk = 128 // sets: 100 KB a call
+	keys := make([]uint32, chunk)
+	vals := make([]flowSet, chunk)
 	var out []Flow
 	var cursor ebpf.MapBatchCursor
+	// Each set copied under its lock, as Flows.
+	opts := &ebpf.BatchOptions{ElemFlags: uint64(ebpf.LookupLock)}
 	for {
-		n, err := d.objs.KsFlows.BatchLookup(&cursor, keys, vals, nil)
+		n, err := d.objs.KsFlows.BatchLookup(&cursor, keys, vals, opts)
 		for i := range n {
-			out = append(out, Flow{Key: keys[i], Stats: vals[i]})
+			out = vals[i].appendFlows(out, keys[i])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return out, nil

@@ -1,7 +1,8 @@
 package datapath
 
 import (
-	"errors"
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"time"
@@ -21,6 +22,8 @@ type (
 type Flow struct {
 	Key   FlowKey
 	Stats FlowStats
+
+	set, way uint32 // where ks_flows holds it, for forgetting it
 }
 
 // EnableFlows makes the rule keep per-flow records.
@@ -70,23 +73,37 @@ func swap16(v uint16) uint16 { return v>>8 | v<<8 }
 // Flows lists every flow record (all interfaces).
 func (d *Datapath) Flows() ([]Flow, error) {
 	var out []Flow
-	var k FlowKey
-	var v FlowStats
-	it := d.objs.KsFlows.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, Flow{Key: k, Stats: v})
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("listing flows: %w", err)
+	var set uint32
+	var v flowSet
+	for set = 0; set < d.objs.KsFlows.MaxEntries(); set++ {
+		// Under the set's lock: never a way half rewritten by a claim.
+		if err := d.objs.KsFlows.LookupWithFlags(set, &v, ebpf.LookupLock); err != nil {
+			return nil, fmt.Errorf("listing flows: set %d: %w", set, err)
+		}
+		out = v.appendFlows(out, set)
 	}
 	return out, nil
 }
 
+// flowSet is one set of ks_flows (bpf/lib/flows.h).
+type flowSet = shaperKsFlowSet
+
+// appendFlows appends the set's records (the ways in use) to out.
+func (v *flowSet) appendFlows(out []Flow, set uint32) []Flow {
+	for w := range v.Ways {
+		if v.Ways[w].Key.Family != 0 {
+			out = append(out, Flow{Key: v.Ways[w].Key, Stats: v.Ways[w].Stats, set: set, way: uint32(w)})
+		}
+	}
+	return out
+}
+
 // ExpireFlows removes and returns the records of flows idle for longer than
 // idle, and every record of interfaces in gone (their pod is gone): the
-// export path. The LRU map also evicts by itself when full.
+// export path. A full set of the table evicts its least recently seen
+// flow by itself.
 func (d *Datapath) ExpireFlows(idle time.Duration, gone map[uint32]bool) ([]Flow, error) {
-	all, err := d.Flows()
+	all, err := d.FlowsBatch()
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +117,7 @@ func (d *Datapath) ExpireFlows(idle time.Duration, gone map[uint32]bool) ([]Flow
 		if !gone[f.Key.Ifindex] && wall(f.Stats.LastJiffies).After(cutoff) {
 			continue
 		}
-		if err := d.objs.KsFlows.Delete(f.Key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := d.forgetFlow(f); err != nil {
 			return out, fmt.Errorf("expiring a flow: %w", err)
 		}
 		out = append(out, f)
@@ -122,22 +139,70 @@ func (d *Datapath) Seen(s FlowStats) (first, last time.Time, err error) {
 // ForgetFlows deletes every flow record of ifindex (its pod is gone or its
 // rules were cleared).
 func (d *Datapath) ForgetFlows(ifindex int) error {
-	var k FlowKey
-	var doomed []FlowKey
-	var v FlowStats
-	it := d.objs.KsFlows.Iterate()
-	for it.Next(&k, &v) {
-		if k.Ifindex == uint32(ifindex) {
-			doomed = append(doomed, k)
+	all, err := d.FlowsBatch()
+	if err != nil {
+		return err
+	}
+	for _, f := range all {
+		if f.Key.Ifindex != uint32(ifindex) {
+			continue
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("listing flows: %w", err)
-	}
-	for _, k := range doomed {
-		if err := d.objs.KsFlows.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := d.forgetFlow(f); err != nil {
 			return fmt.Errorf("deleting a flow of ifindex %d: %w", ifindex, err)
 		}
 	}
 	return nil
+}
+
+// forgetReq is struct ks_flow_forget_req.
+type forgetReq struct {
+	Set, Way uint32
+	Key      FlowKey
+}
+
+// forgetFlow removes f's record through ks_flow_forget, which checks under
+// the set's lock that the way still holds f's flow (a claim may have
+// given it to another since f was read): a set is never rewritten whole,
+// which would undo the counts its other flows got meanwhile.
+func (d *Datapath) forgetFlow(f Flow) error {
+	prog, err := d.flowForgetProg()
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.LittleEndian, forgetReq{Set: f.set, Way: f.way, Key: f.Key}); err != nil {
+		return err
+	}
+	// BPF_PROG_TEST_RUN wants at least an Ethernet header's worth.
+	data := append(buf.Bytes(), make([]byte, 64)...)
+	ret, err := prog.Run(&ebpf.RunOptions{Data: data})
+	if err != nil {
+		return fmt.Errorf("running ks_flow_forget: %w", err)
+	}
+	if ret == 2 {
+		return fmt.Errorf("ks_flow_forget refused set %d way %d", f.set, f.way)
+	}
+	return nil // 0: the way went to another flow already
+}
+
+// flowForgetProg is the loaded ks_flow_forget; a datapath opened from
+// pins only (OpenPinned) loads it on first use.
+func (d *Datapath) flowForgetProg() (*ebpf.Program, error) {
+	if d.objs.KsFlowForget != nil {
+		return d.objs.KsFlowForget, nil
+	}
+	spec, err := loadShaper()
+	if err != nil {
+		return nil, fmt.Errorf("reading kubeshaper's BPF object: %w", err)
+	}
+	var objs struct {
+		Prog *ebpf.Program `ebpf:"ks_flow_forget"`
+	}
+	repl := map[string]*ebpf.Map{shaperMapKsFlows: d.objs.KsFlows}
+	fitReplacements(spec, repl)
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
+		return nil, fmt.Errorf("loading ks_flow_forget: %w", err)
+	}
+	d.objs.KsFlowForget = objs.Prog
+	return objs.Prog, nil
 }

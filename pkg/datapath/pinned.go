@@ -35,6 +35,6 @@ func OpenPinned(pinDir string) (*Datapath, error) {
 		}
 		*dst = m
 	}
-	d.opts = Options{Entries: int(d.objs.KsRules.MaxEntries()), FlowEntries: int(d.objs.KsFlows.MaxEntries())}
+	d.opts = Options{Entries: int(d.objs.KsRules.MaxEntries()), FlowEntries: flowEntriesOf(d.objs.KsFlows)}
 	return d, nil
 }

@@ -277,7 +277,7 @@ func TestResizeMigratesEntries(t *testing.T) {
 	if got := dp.objs.KsRules.MaxEntries(); got != 256 {
 		t.Errorf("rules map has %d entries after growing, want 256", got)
 	}
-	if got := dp.objs.KsFlows.MaxEntries(); got != 128 {
+	if got := flowEntriesOf(dp.objs.KsFlows); got != 128 {
 		t.Errorf("flows map has %d entries, want the pinned 128 kept", got)
 	}
 	if c, ok, err := dp.Lookup(key); err != nil || !ok || c.LossThresh == 0 {

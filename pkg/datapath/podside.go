@@ -43,6 +43,9 @@ func (d *Datapath) PodSideProgram(hostIfindex int, dir rules.Direction) (*ebpf.P
 		shaperMapKsPeers:    d.objs.KsPeers,
 	}
 	fitReplacements(spec, repl)
+	if err := setFlowMask(spec, d.objs.KsFlows.MaxEntries()); err != nil {
+		return nil, err
+	}
 	if err := useKernelFeatures(spec, d.atomics); err != nil {
 		return nil, err
 	}

@@ -54,6 +54,24 @@ type shaperKsFlow struct {
 	Pad          uint32
 }
 
+type shaperKsFlowForgetReq struct {
+	_   structs.HostLayout
+	Set uint32
+	Way uint32
+	Key struct {
+		_       structs.HostLayout
+		Ifindex uint32
+		Dir     uint8
+		Proto   uint8
+		Family  uint8
+		Pad     uint8
+		Sport   uint16
+		Dport   uint16
+		Saddr   [16]uint8
+		Daddr   [16]uint8
+	}
+}
+
 type shaperKsFlowKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -65,6 +83,23 @@ type shaperKsFlowKey struct {
 	Dport   uint16
 	Saddr   [16]uint8
 	Daddr   [16]uint8
+}
+
+type shaperKsFlowSet struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad  uint32
+	Ways [8]shaperKsFlowWay
+}
+
+type shaperKsFlowWay struct {
+	_     structs.HostLayout
+	Key   shaperKsFlowKey
+	Pad   uint32
+	Stats shaperKsFlow
 }
 
 type shaperKsKey struct {
@@ -158,28 +193,31 @@ type shaperKsTargets struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	shaperMapKsDupGuard        = "ks_dup_guard"
-	shaperMapKsFlows           = "ks_flows"
-	shaperMapKsPcpu            = "ks_pcpu"
-	shaperMapKsPeers           = "ks_peers"
-	shaperMapKsRules           = "ks_rules"
-	shaperMapKsSlotHash        = "ks_slot_hash"
-	shaperMapKsSlots           = "ks_slots"
-	shaperMapKsStats           = "ks_stats"
-	shaperProgKsClock          = "ks_clock"
-	shaperProgKsPodEgress      = "ks_pod_egress"
-	shaperProgKsPodIngress     = "ks_pod_ingress"
-	shaperProgKsPodSide        = "ks_pod_side"
-	shaperProgKsPodSideIngress = "ks_pod_side_ingress"
-	shaperVarKsAtomics         = "ks_atomics"
-	shaperVarKsClockJiffies    = "ks_clock_jiffies"
-	shaperVarKsClockNs         = "ks_clock_ns"
-	shaperVarKsCoarseClock     = "ks_coarse_clock"
-	shaperVarKsDupMark         = "ks_dup_mark"
-	shaperVarKsFlagsUnused     = "ks_flags_unused"
-	shaperVarKsHostIfindex     = "ks_host_ifindex"
-	shaperVarKsKeyUnused       = "ks_key_unused"
-	shaperVarKsReasonUnused    = "ks_reason_unused"
+	shaperMapKsDupGuard            = "ks_dup_guard"
+	shaperMapKsFlows               = "ks_flows"
+	shaperMapKsPcpu                = "ks_pcpu"
+	shaperMapKsPeers               = "ks_peers"
+	shaperMapKsRules               = "ks_rules"
+	shaperMapKsSlotHash            = "ks_slot_hash"
+	shaperMapKsSlots               = "ks_slots"
+	shaperMapKsStats               = "ks_stats"
+	shaperProgKsClock              = "ks_clock"
+	shaperProgKsFlowForget         = "ks_flow_forget"
+	shaperProgKsPodEgress          = "ks_pod_egress"
+	shaperProgKsPodIngress         = "ks_pod_ingress"
+	shaperProgKsPodSide            = "ks_pod_side"
+	shaperProgKsPodSideIngress     = "ks_pod_side_ingress"
+	shaperVarKsAtomics             = "ks_atomics"
+	shaperVarKsClockJiffies        = "ks_clock_jiffies"
+	shaperVarKsClockNs             = "ks_clock_ns"
+	shaperVarKsCoarseClock         = "ks_coarse_clock"
+	shaperVarKsDupMark             = "ks_dup_mark"
+	shaperVarKsFlagsUnused         = "ks_flags_unused"
+	shaperVarKsFlowForgetReqUnused = "ks_flow_forget_req_unused"
+	shaperVarKsFlowSetsMask        = "ks_flow_sets_mask"
+	shaperVarKsHostIfindex         = "ks_host_ifindex"
+	shaperVarKsKeyUnused           = "ks_key_unused"
+	shaperVarKsReasonUnused        = "ks_reason_unused"
 )
 
 // loadShaper returns the embedded CollectionSpec for shaper.
@@ -225,6 +263,7 @@ type shaperSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperProgramSpecs struct {
 	KsClock          *ebpf.ProgramSpec `ebpf:"ks_clock"`
+	KsFlowForget     *ebpf.ProgramSpec `ebpf:"ks_flow_forget"`
 	KsPodEgress      *ebpf.ProgramSpec `ebpf:"ks_pod_egress"`
 	KsPodIngress     *ebpf.ProgramSpec `ebpf:"ks_pod_ingress"`
 	KsPodSide        *ebpf.ProgramSpec `ebpf:"ks_pod_side"`
@@ -249,15 +288,17 @@ type shaperMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shaperVariableSpecs struct {
-	KsAtomics      *ebpf.VariableSpec `ebpf:"ks_atomics"`
-	KsClockJiffies *ebpf.VariableSpec `ebpf:"ks_clock_jiffies"`
-	KsClockNs      *ebpf.VariableSpec `ebpf:"ks_clock_ns"`
-	KsCoarseClock  *ebpf.VariableSpec `ebpf:"ks_coarse_clock"`
-	KsDupMark      *ebpf.VariableSpec `ebpf:"ks_dup_mark"`
-	KsFlagsUnused  *ebpf.VariableSpec `ebpf:"ks_flags_unused"`
-	KsHostIfindex  *ebpf.VariableSpec `ebpf:"ks_host_ifindex"`
-	KsKeyUnused    *ebpf.VariableSpec `ebpf:"ks_key_unused"`
-	KsReasonUnused *ebpf.VariableSpec `ebpf:"ks_reason_unused"`
+	KsAtomics             *ebpf.VariableSpec `ebpf:"ks_atomics"`
+	KsClockJiffies        *ebpf.VariableSpec `ebpf:"ks_clock_jiffies"`
+	KsClockNs             *ebpf.VariableSpec `ebpf:"ks_clock_ns"`
+	KsCoarseClock         *ebpf.VariableSpec `ebpf:"ks_coarse_clock"`
+	KsDupMark             *ebpf.VariableSpec `ebpf:"ks_dup_mark"`
+	KsFlagsUnused         *ebpf.VariableSpec `ebpf:"ks_flags_unused"`
+	KsFlowForgetReqUnused *ebpf.VariableSpec `ebpf:"ks_flow_forget_req_unused"`
+	KsFlowSetsMask        *ebpf.VariableSpec `ebpf:"ks_flow_sets_mask"`
+	KsHostIfindex         *ebpf.VariableSpec `ebpf:"ks_host_ifindex"`
+	KsKeyUnused           *ebpf.VariableSpec `ebpf:"ks_key_unused"`
+	KsReasonUnused        *ebpf.VariableSpec `ebpf:"ks_reason_unused"`
 }
 
 // shaperObjects contains all objects after they have been loaded into the kernel.
@@ -307,15 +348,17 @@ func (m *shaperMaps) Close() error {
 //
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperVariables struct {
-	KsAtomics      *ebpf.Variable `ebpf:"ks_atomics"`
-	KsClockJiffies *ebpf.Variable `ebpf:"ks_clock_jiffies"`
-	KsClockNs      *ebpf.Variable `ebpf:"ks_clock_ns"`
-	KsCoarseClock  *ebpf.Variable `ebpf:"ks_coarse_clock"`
-	KsDupMark      *ebpf.Variable `ebpf:"ks_dup_mark"`
-	KsFlagsUnused  *ebpf.Variable `ebpf:"ks_flags_unused"`
-	KsHostIfindex  *ebpf.Variable `ebpf:"ks_host_ifindex"`
-	KsKeyUnused    *ebpf.Variable `ebpf:"ks_key_unused"`
-	KsReasonUnused *ebpf.Variable `ebpf:"ks_reason_unused"`
+	KsAtomics             *ebpf.Variable `ebpf:"ks_atomics"`
+	KsClockJiffies        *ebpf.Variable `ebpf:"ks_clock_jiffies"`
+	KsClockNs             *ebpf.Variable `ebpf:"ks_clock_ns"`
+	KsCoarseClock         *ebpf.Variable `ebpf:"ks_coarse_clock"`
+	KsDupMark             *ebpf.Variable `ebpf:"ks_dup_mark"`
+	KsFlagsUnused         *ebpf.Variable `ebpf:"ks_flags_unused"`
+	KsFlowForgetReqUnused *ebpf.Variable `ebpf:"ks_flow_forget_req_unused"`
+	KsFlowSetsMask        *ebpf.Variable `ebpf:"ks_flow_sets_mask"`
+	KsHostIfindex         *ebpf.Variable `ebpf:"ks_host_ifindex"`
+	KsKeyUnused           *ebpf.Variable `ebpf:"ks_key_unused"`
+	KsReasonUnused        *ebpf.Variable `ebpf:"ks_reason_unused"`
 }
 
 // shaperPrograms contains all programs after they have been loaded into the kernel.
@@ -323,6 +366,7 @@ type shaperVariables struct {
 // It can be passed to loadShaperObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shaperPrograms struct {
 	KsClock          *ebpf.Program `ebpf:"ks_clock"`
+	KsFlowForget     *ebpf.Program `ebpf:"ks_flow_forget"`
 	KsPodEgress      *ebpf.Program `ebpf:"ks_pod_egress"`
 	KsPodIngress     *ebpf.Program `ebpf:"ks_pod_ingress"`
 	KsPodSide        *ebpf.Program `ebpf:"ks_pod_side"`
@@ -332,6 +376,7 @@ type shaperPrograms struct {
 func (p *shaperPrograms) Close() error {
 	return _ShaperClose(
 		p.KsClock,
+		p.KsFlowForget,
 		p.KsPodEgress,
 		p.KsPodIngress,
 		p.KsPodSide,

@@ -18,7 +18,7 @@ import (
 // sized from the node's pod capacity with room for churn: entries of pods
 // deleted while the agent was down stay until its first garbage collection,
 // and a pod being replaced has both its old and its new veth for a while.
-// Flows (an LRU) keep their own bound.
+// Flows (a set-associative table, bpf/lib/flows.h) keep their own bound.
 const (
 	// DefaultMaxPods is the kubelet's default --max-pods, the size the
 	// CLI uses when it finds no pinned maps (the agent sizes from the
@@ -27,7 +27,7 @@ const (
 	// ChurnFactor is the headroom over two keys per pod.
 	ChurnFactor = 2
 	// DefaultFlowEntries bounds ks_flows: 64 flows per pod at 250 pods;
-	// the least recently seen flow is evicted beyond it.
+	// a full set of the table evicts its least recently seen flow.
 	DefaultFlowEntries = 16384
 	// minEntries keeps tiny test nodes usable.
 	minEntries = 64
@@ -45,7 +45,8 @@ type Options struct {
 	// already pinned, or EntriesForPods(DefaultMaxPods) if there are none.
 	// A pinned map of another size is migrated to this one.
 	Entries int
-	// FlowEntries bounds ks_flows; 0 as Entries, with DefaultFlowEntries.
+	// FlowEntries bounds ks_flows (rounded up to a power of two); 0 as
+	// Entries, with DefaultFlowEntries.
 	FlowEntries int
 	// BPFFS is the bpffs to pin under (OpenDefaultWith); "" finds it as
 	// DefaultPinDir says.
@@ -105,7 +106,11 @@ func (d *Datapath) reconcilePin(spec *ebpf.MapSpec) error {
 			spec.Name, old.Type(), old.KeySize(), old.ValueSize(), info.Flags, spec.Type, spec.KeySize, spec.ValueSize, spec.Flags)
 		return removePin(path)
 	}
-	n, err := migrate(old, spec, path)
+	migrateMap := migrate
+	if spec.Name == shaperMapKsFlows {
+		migrateMap = migrateFlows // a record's set depends on the size
+	}
+	n, err := migrateMap(old, spec, path)
 	if err != nil {
 		return fmt.Errorf("map %s: migrating %d to %d entries: %w", spec.Name, old.MaxEntries(), spec.MaxEntries, err)
 	}
@@ -176,7 +181,7 @@ func (d *Datapath) sizeSpec(spec *ebpf.CollectionSpec) {
 		spec.Maps[name].MaxEntries = uint32(d.opts.Entries)
 	}
 	spec.Maps[shaperMapKsSlotHash].MaxEntries = uint32(d.opts.Entries / 2)
-	spec.Maps[shaperMapKsFlows].MaxEntries = uint32(d.opts.FlowEntries)
+	spec.Maps[shaperMapKsFlows].MaxEntries = flowSets(d.opts.FlowEntries)
 }
 
 // keepLarger never shrinks pinned maps: a node whose capacity went down
@@ -187,7 +192,7 @@ func (d *Datapath) keepLarger() {
 		d.logf("maps pinned for %d entries, %d asked: keeping %d (maps never shrink)", n, d.opts.Entries, n)
 		d.opts.Entries = n
 	}
-	if n := pinnedEntries(d.pinDir, shaperMapKsFlows); n > d.opts.FlowEntries {
+	if n := pinnedFlowEntries(d.pinDir); n > d.opts.FlowEntries {
 		d.opts.FlowEntries = n
 	}
 }
@@ -201,7 +206,7 @@ func resolveSizes(pinDir string, o Options) Options {
 		o.Entries = EntriesForPods(DefaultMaxPods)
 	}
 	if o.FlowEntries == 0 {
-		o.FlowEntries = pinnedEntries(pinDir, shaperMapKsFlows)
+		o.FlowEntries = pinnedFlowEntries(pinDir)
 	}
 	if o.FlowEntries == 0 {
 		o.FlowEntries = DefaultFlowEntries
