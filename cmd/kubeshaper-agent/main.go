@@ -68,7 +68,7 @@ func main() {
 	fs.DurationVar(&o.resync, "resync", time.Minute, "period of the full level-triggered resync and leftover collection")
 	fs.IntVar(&o.workers, "workers", 2, "pods reconciled in parallel")
 	fs.IntVar(&o.maxPods, "max-pods", 0, "size the BPF maps for this many pods (default: the Node's allocatable pods); a larger value than the pinned maps' migrates them")
-	fs.IntVar(&o.flowEntries, "flow-entries", datapath.DefaultFlowEntries, "bound of the per-flow map (least recently seen flows are evicted beyond it)")
+	fs.IntVar(&o.flowEntries, "flow-entries", datapath.DefaultFlowEntries, "records of the per-flow table, rounded up to a power of two (a full set of 8 evicts its least recently seen flow)")
 	addImpairFlags(fs, &o.impair)
 	addMonitorFlags(fs, &o.mon)
 	fs.StringVar(&o.standard, "standard-annotations", "auto", "kubernetes.io/{in,e}gress-bandwidth: auto (enforce them unless the CNI bandwidth plugin or Cilium's bandwidth manager already does, then step back with an Event), on (always), off (never)")

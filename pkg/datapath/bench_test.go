@@ -79,6 +79,33 @@ func BenchmarkProgMonitorFlows(b *testing.B) {
 	}
 	b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
 }
+
+// BenchmarkProgMonitorFlowsLastWay is BenchmarkProgMonitorFlows with the
+// flow's set full and the flow in its last way: the most keys a packet of
+// a known flow compares (bpf/lib/flows.h).
+func BenchmarkProgMonitorFlowsLastWay(b *testing.B) {
+	dp := openTest(b)
+	cfg, err := ConfigFor(rules.DirectionPolicy{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.EnableFlows()
+	if err := dp.Set(KeyOf(loIfindex, rules.Egress), cfg); err != nil {
+		b.Fatal(err)
+	}
+	ports := sameSet(dp.objs.KsFlows.MaxEntries()-1, flowWays)
+	for _, p := range ports {
+		if _, err := dp.Program(rules.Egress).Run(&ebpf.RunOptions{Data: udpFrom(p)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	_, per, err := dp.Program(rules.Egress).Benchmark(udpFrom(ports[flowWays-1]), b.N, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+}
 func BenchmarkProgMonitor(b *testing.B) { benchProg(b, &rules.DirectionPolicy{}) }
 func BenchmarkProgBandwidth(b *testing.B) {
 	benchProg(b, &rules.DirectionPolicy{Bandwidth: fastLink})

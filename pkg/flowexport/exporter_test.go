@@ -92,7 +92,7 @@ func TestExporterEnds(t *testing.T) {
 	}
 
 	// db-0 is deleted: its flow goes out as pod_gone, labelled as before.
-	// web-1's flow grows, then vanishes from the map (LRU eviction).
+	// web-1's flow grows, then vanishes from the map (evicted from its set).
 	delete(pods, 9)
 	src.now = 105
 	src.flows[key(7, 1000)] = datapath.FlowStats{Packets: 20, Bytes: 9000, FirstJiffies: 90, LastJiffies: 104, TcpFlags: 0x1a}

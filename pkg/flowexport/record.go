@@ -55,8 +55,8 @@ const (
 	EndIdle = "idle"
 	// EndPodGone: the pod's interface is no longer applied; final counts.
 	EndPodGone = "pod_gone"
-	// EndVanished: the record left the map between two reads (the LRU map
-	// evicted it, or its pod's state was cleared first). Its counts are
+	// EndVanished: the record left the map between two reads (a full set
+	// of the flow table evicted it, or its pod's state was cleared first). Its counts are
 	// those of the previous read, up to one export interval old.
 	EndVanished = "vanished"
 	// EndShutdown: the agent exported and removed every record on exit.

@@ -269,25 +269,27 @@ func progTable() (string, error) {
 		base = med(xs)
 	}
 	what := map[string]string{
-		"ProgTrivial":         "trivial program (the floor)",
-		"ProgNotOurs":         "an interface without a kubeshaper entry",
-		"ProgMonitor":         "no rule: counted only",
-		"ProgMonitorFlows":    "no rule, counted, with per-flow records",
-		"ProgBandwidth":       "bandwidth (drop mode)",
-		"ProgLoss":            "loss",
-		"ProgAll":             "bandwidth + loss + counters",
-		"ProgPace":            "pace (EDT)",
-		"ProgLossPortMatch":   "loss targeted at a port, packet matches",
-		"ProgLossPortMiss":    "loss targeted at a port, packet does not match",
-		"ProgLossPeerMatch":   "loss targeted at peers (LPM trie), packet matches",
-		"ProgGilbert":         "Gilbert-Elliott loss",
-		"ProgMonitorParallel": "counted only, on every CPU at once (one interface)",
+		"ProgTrivial":             "trivial program (the floor)",
+		"ProgNotOurs":             "an interface without a kubeshaper entry",
+		"ProgMonitor":             "no rule: counted only",
+		"ProgMonitorFlows":        "no rule, counted, with per-flow records",
+		"ProgMonitorFlowsLastWay": "the same, the flow in the last way of a full set",
+		"ProgBandwidth":           "bandwidth (drop mode)",
+		"ProgLoss":                "loss",
+		"ProgAll":                 "bandwidth + loss + counters",
+		"ProgPace":                "pace (EDT)",
+		"ProgLossPortMatch":       "loss targeted at a port, packet matches",
+		"ProgLossPortMiss":        "loss targeted at a port, packet does not match",
+		"ProgLossPeerMatch":       "loss targeted at peers (LPM trie), packet matches",
+		"ProgGilbert":             "Gilbert-Elliott loss",
+		"ProgMonitorParallel":     "counted only, on every CPU at once (one interface)",
 	}
 	// Goals (issue 12), over the trivial program; flows: over counted only.
 	goal := map[string]string{
-		"ProgMonitor":      "≤ +20",
-		"ProgAll":          "≤ +60",
-		"ProgMonitorFlows": "≤ counted + 20",
+		"ProgMonitor":             "≤ +20",
+		"ProgAll":                 "≤ +60",
+		"ProgMonitorFlows":        "≤ counted + 20",
+		"ProgMonitorFlowsLastWay": "≤ counted + 20",
 	}
 	var b strings.Builder
 	b.WriteString("| program path | ns/packet | over the trivial program | goal |\n|---|---|---|---|\n")
