@@ -121,7 +121,9 @@ func cniMatrix(path string) (string, error) {
 		}
 		notes = append(notes, n)
 	}
-	b.WriteString("\nEach cell: achieved ÷ target (loss: measured ÷ 1 %; counters: counted ÷ sent). " +
+	b.WriteString("\nEach cell: achieved ÷ target (loss: measured ÷ 1 %; counters: counted ÷ sent). Rates are TCP " +
+		"goodput, what the receiving application read from its first byte to its last; the limit counts frames on the " +
+		"wire, so a limit held exactly reads about 0.96 (1448 payload bytes per 1514-byte frame). " +
 		"Plain = holds; **bold** = bypassed, with whether `kubeshaper status` said `enforced: false` or stayed silent.\n\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
