@@ -36,7 +36,7 @@ func TestCoarseClockLongRunRate(t *testing.T) {
 	t0 := monotonicNow()
 	run(t, dp, rules.Egress, udpPacket(64), nil)
 	t0b := monotonicNow()
-	var start, end Config
+	var start, end rule
 	if err := dp.ruleAt(key, &start); err != nil {
 		t.Fatal(err)
 	}

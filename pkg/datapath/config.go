@@ -39,12 +39,64 @@ const (
 	DefaultHorizon = 2 * time.Second
 )
 
-// Config is one {interface, direction}'s rule as the datapath reads it
-// (its state fields are the datapath's and are carried over by Set).
-type Config = shaperKsRule
+// flag is a bit of the rule's flags (enum ks_flags of bpf/shaper.h).
+type flag uint32
 
-// ConfigFor translates a direction's typed policy into the map value the
-// programs read. Rates are converted to bytes once, here.
+const (
+	fRate     = flag(shaperKsFlagsKS_F_RATE)
+	fPace     = flag(shaperKsFlagsKS_F_PACE)
+	fLoss     = flag(shaperKsFlagsKS_F_LOSS)
+	fDelay    = flag(shaperKsFlagsKS_F_DELAY)
+	fSparse   = flag(shaperKsFlagsKS_F_SPARSE)
+	fQdisc    = flag(shaperKsFlagsKS_F_QDISC)
+	fAtPod    = flag(shaperKsFlagsKS_F_AT_POD)
+	fFlows    = flag(shaperKsFlagsKS_F_FLOWS)
+	fTargeted = flag(shaperKsFlagsKS_F_TARGETED)
+	fGilbert  = flag(shaperKsFlagsKS_F_GILBERT)
+	fDup      = flag(shaperKsFlagsKS_F_DUP)
+	fCorrupt  = flag(shaperKsFlagsKS_F_CORRUPT)
+	fSet      = flag(shaperKsFlagsKS_F_SET)
+)
+
+// Config is what one {interface, direction}'s rule asks of the datapath,
+// in the datapath's units: bytes, durations, probabilities as thresholds
+// on a random u32 (rules.Threshold32). It is this package's own value: the
+// map value it is written as (struct ks_rule) also holds the bucket's
+// running state and what follows from the rule (fixed-point rate, debt,
+// fill time), which only Set and the programs see (value.go).
+type Config struct {
+	flags flag // which rules are set, and how
+
+	// Rate is the bandwidth in bytes per second (0: no bandwidth rule).
+	Rate uint64
+	// Burst is the bucket in bytes: the policer's (mode=drop) or the one
+	// the tbf qdisc is given (mode=tbf).
+	Burst uint64
+	// LossThresh drops a packet when a random u32 is below it.
+	LossThresh uint64
+	// Gilbert is the Gilbert-Elliott loss model.
+	Gilbert Gilbert
+	// Delay and Jitter hold packets back (EDT).
+	Delay, Jitter time.Duration
+	// DupThresh and CorruptThresh duplicate and corrupt a packet when a
+	// random u32 is below them.
+	DupThresh, CorruptThresh uint64
+	// Horizon is how far in the future EDT may schedule a packet before
+	// it is dropped instead (pace and delay).
+	Horizon time.Duration
+	// Targets are the rule's targets in the order of the policy's
+	// Targets(): bit i of a ks_peers entry (PeersFor) is Targets[i].
+	Targets []Target
+}
+
+// Gilbert is the Gilbert-Elliott loss model as thresholds on a random
+// u32: P (good to bad), R (bad to good), H (delivery in the bad state)
+// and LossGood (loss in the good state, 1-k).
+type Gilbert struct{ P, R, H, LossGood uint64 }
+
+// ConfigFor translates a direction's typed policy into the value the
+// programs read. Rates are converted to bytes once, here. A config that
+// ConfigFor returns fits the map value (Set does not fail on it).
 func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 	var c Config
 	if bw := p.Bandwidth; bw != nil {
@@ -53,10 +105,9 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 			return c, fmt.Errorf("bandwidth %d bit/s is below one byte per second", bw.RateBitsPerSec)
 		}
 		c.Rate = rate
-		c.RateQ32 = rateQ32(rate)
 		switch bw.Mode {
 		case rules.ModeDrop, "":
-			c.Flags |= uint32(shaperKsFlagsKS_F_RATE | shaperKsFlagsKS_F_SPARSE)
+			c.flags |= fRate | fSparse
 			c.Burst = bw.BurstBytes
 			if c.Burst == 0 {
 				c.Burst = DefaultBurst(bw.RateBitsPerSec)
@@ -64,18 +115,12 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 			if c.Burst > MaxBurst {
 				return c, fmt.Errorf("burst %d bytes is above kubeshaper's largest bucket, %d bytes", c.Burst, uint64(MaxBurst))
 			}
-			c.Debt = min(uint64(GSODebt), c.Burst)
-			c.SparseMax = SparseMax
-			// The time from the deepest floor (-burst, sparse packets) to
-			// a full bucket: a clock that jumps (a late tick of the coarse
-			// clock) is credited in full up to it (bpf/shaper.c).
-			c.FillNs = 2*c.Burst*uint64(time.Second)/rate + 1
 		case rules.ModePace:
-			c.Flags |= uint32(shaperKsFlagsKS_F_PACE)
+			c.flags |= fPace
 		case rules.ModeTBF:
 			// The kernel's tbf enforces; the program only counts. Rate and
 			// burst are kept so that status shows what the tbf was given.
-			c.Flags |= uint32(shaperKsFlagsKS_F_QDISC)
+			c.flags |= fQdisc
 			c.Burst = bw.BurstBytes
 			if c.Burst == 0 {
 				c.Burst = DefaultTBFBurst(bw.RateBitsPerSec)
@@ -87,33 +132,39 @@ func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 	if l := p.Loss; l != nil {
 		if l.Kind == rules.LossGilbert {
 			g := l.Gilbert
-			c.Flags |= uint32(shaperKsFlagsKS_F_GILBERT)
-			c.GeP = rules.Threshold32(g.P / 100)
-			c.GeR = rules.Threshold32(g.R / 100)
-			c.GeH = rules.Threshold32(g.H / 100)
-			c.Ge1k = rules.Threshold32(1 - g.K/100)
+			c.flags |= fGilbert
+			c.Gilbert = Gilbert{
+				P:        rules.Threshold32(g.P / 100),
+				R:        rules.Threshold32(g.R / 100),
+				H:        rules.Threshold32(g.H / 100),
+				LossGood: rules.Threshold32(1 - g.K/100),
+			}
 		} else {
-			c.Flags |= uint32(shaperKsFlagsKS_F_LOSS)
+			c.flags |= fLoss
 			c.LossThresh = l.Threshold32()
 		}
 	}
 	if d := p.Delay; d != nil {
-		c.Flags |= uint32(shaperKsFlagsKS_F_DELAY)
-		c.DelayNs = uint64(d.Delay)
-		c.JitterNs = uint64(d.Jitter)
+		c.flags |= fDelay
+		c.Delay, c.Jitter = d.Delay, d.Jitter
 	}
 	if d := p.Duplicate; d != nil {
-		c.Flags |= uint32(shaperKsFlagsKS_F_DUP)
+		c.flags |= fDup
 		c.DupThresh = rules.Threshold32(d.Probability())
 	}
 	if d := p.Corrupt; d != nil {
-		c.Flags |= uint32(shaperKsFlagsKS_F_CORRUPT)
+		c.flags |= fCorrupt
 		c.CorruptThresh = rules.Threshold32(d.Probability())
 	}
-	if c.Flags&uint32(shaperKsFlagsKS_F_PACE|shaperKsFlagsKS_F_DELAY) != 0 {
-		c.HorizonNs = uint64(DefaultHorizon) + c.DelayNs + c.JitterNs
+	if c.flags&(fPace|fDelay) != 0 {
+		c.Horizon = DefaultHorizon + c.Delay + c.Jitter
 	}
 	if err := c.setTargets(p); err != nil {
+		return c, err
+	}
+	// The targets' port ranges are shared in the map value: whether they
+	// fit is known once they are compiled.
+	if _, err := c.value(); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -137,18 +188,18 @@ func DefaultTBFBurst(rateBitsPerSec uint64) uint64 {
 }
 
 // Corrupts reports whether the config corrupts packets.
-func (c Config) Corrupts() bool { return c.Flags&uint32(shaperKsFlagsKS_F_CORRUPT) != 0 }
+func (c Config) Corrupts() bool { return c.flags&fCorrupt != 0 }
 
 // UsesTBF reports whether a kernel tbf qdisc enforces the rate.
-func (c Config) UsesTBF() bool { return c.Flags&uint32(shaperKsFlagsKS_F_QDISC) != 0 }
+func (c Config) UsesTBF() bool { return c.flags&fQdisc != 0 }
 
 // SetAtPod marks the rule as handled by the pod-side program (pod egress
 // with EDT); the host-side program then leaves it alone.
-func (c *Config) SetAtPod() { c.Flags |= uint32(shaperKsFlagsKS_F_AT_POD) }
+func (c *Config) SetAtPod() { c.flags |= fAtPod }
 
 // NeedsFQ reports whether the config relies on an fq qdisc (EDT).
 func (c Config) NeedsFQ() bool {
-	return c.Flags&uint32(shaperKsFlagsKS_F_PACE|shaperKsFlagsKS_F_DELAY) != 0
+	return c.flags&(fPace|fDelay) != 0
 }
 
 // rateQ32 is bytes/s as bytes per nanosecond in 32.32 fixed point,
@@ -162,8 +213,5 @@ func rateQ32(bytesPerSec uint64) uint64 {
 	return q
 }
 
-// Tokens is the bucket's level in bytes (negative: in debt).
-func (c Config) Tokens() float64 { return float64(c.TokensQ32) / (1 << 32) }
-
 // AtPod reports whether the direction is handled by the pod-side program.
-func (c Config) AtPod() bool { return c.Flags&uint32(shaperKsFlagsKS_F_AT_POD) != 0 }
+func (c Config) AtPod() bool { return c.flags&fAtPod != 0 }

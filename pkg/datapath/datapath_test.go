@@ -87,7 +87,7 @@ func counters(t testing.TB, dp *Datapath, dir rules.Direction) Counters {
 func setState(t testing.TB, dp *Datapath, dir rules.Direction, tokens int64, age time.Duration, tNext uint64) {
 	t.Helper()
 	key := KeyOf(loIfindex, dir)
-	var r Config
+	var r rule
 	if err := dp.ruleAt(key, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -207,8 +207,8 @@ func TestTokenBucket(t *testing.T) {
 	dp := openTest(t)
 	// 8 Mbit/s = 1e6 bytes/s, burst 100 kB, debt = min(GSODebt, burst).
 	cfg := set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e6, BurstBytes: 100000, Mode: rules.ModeDrop}})
-	if cfg.Debt != GSODebt || cfg.Burst != 100000 || cfg.Rate != 1e6 {
-		t.Fatalf("config %+v", cfg)
+	if r, err := cfg.value(); err != nil || r.Debt != GSODebt || r.Burst != 100000 || r.Rate != 1e6 {
+		t.Fatalf("config %+v, value %+v (%v)", cfg, r, err)
 	}
 	big := udpPacket(1500)
 
@@ -265,7 +265,7 @@ func TestTokenBucketChargesGSOWireBytes(t *testing.T) {
 	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 8e4, BurstBytes: 200000, Mode: rules.ModeDrop}})
 	setState(t, dp, rules.Egress, 100000, frozen, 0)
 	key := KeyOf(loIfindex, rules.Egress)
-	var before, st Config
+	var before, st rule
 	if err := dp.ruleAt(key, &before); err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +408,7 @@ func TestRefillCarriesRemainder(t *testing.T) {
 	set(t, dp, rules.Egress, rules.DirectionPolicy{Bandwidth: &rules.Bandwidth{RateBitsPerSec: 7777777, BurstBytes: 1 << 29, Mode: rules.ModeDrop}})
 	setState(t, dp, rules.Egress, 0, 0, 0)
 	key := KeyOf(loIfindex, rules.Egress)
-	var start Config
+	var start rule
 	if err := dp.ruleAt(key, &start); err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +416,7 @@ func TestRefillCarriesRemainder(t *testing.T) {
 	for range n {
 		run(t, dp, rules.Egress, udpPacket(64), nil)
 	}
-	var end Config
+	var end rule
 	if err := dp.ruleAt(key, &end); err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +556,7 @@ func TestBandwidthDropsOfTCPDataCounted(t *testing.T) {
 }
 
 // ruleAt reads key's raw map value (state included) under its lock.
-func (d *Datapath) ruleAt(key Key, r *Config) error {
+func (d *Datapath) ruleAt(key Key, r *rule) error {
 	i, ok, err := d.indexOf(key)
 	if err != nil {
 		return err
@@ -568,7 +568,7 @@ func (d *Datapath) ruleAt(key Key, r *Config) error {
 }
 
 // setRuleAt writes key's raw map value under its lock.
-func (d *Datapath) setRuleAt(key Key, r Config) error {
+func (d *Datapath) setRuleAt(key Key, r rule) error {
 	i, ok, err := d.indexOf(key)
 	if err != nil {
 		return err

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
 // String renders what the config makes the datapath do, in the words of
@@ -13,31 +14,32 @@ import (
 func (c Config) String() string {
 	var parts []string
 	switch {
-	case c.Flags&uint32(shaperKsFlagsKS_F_RATE) != 0:
-		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=drop", bitRate(c.Rate*8), c.Burst)+c.targetOf(shaperKsFlagsKS_F_RATE))
-	case c.Flags&uint32(shaperKsFlagsKS_F_PACE) != 0:
-		parts = append(parts, fmt.Sprintf("bandwidth %s mode=pace", bitRate(c.Rate*8))+c.targetOf(shaperKsFlagsKS_F_PACE))
+	case c.flags&fRate != 0:
+		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=drop", bitRate(c.Rate*8), c.Burst)+c.targetOf(fRate))
+	case c.flags&fPace != 0:
+		parts = append(parts, fmt.Sprintf("bandwidth %s mode=pace", bitRate(c.Rate*8))+c.targetOf(fPace))
 	case c.UsesTBF():
 		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=tbf", bitRate(c.Rate*8), c.Burst))
 	}
-	if c.Flags&uint32(shaperKsFlagsKS_F_LOSS) != 0 {
-		parts = append(parts, fmt.Sprintf("loss %.6g%%", c.LossProbability()*100)+c.targetOf(shaperKsFlagsKS_F_LOSS))
+	if c.flags&fLoss != 0 {
+		parts = append(parts, fmt.Sprintf("loss %.6g%%", c.LossProbability()*100)+c.targetOf(fLoss))
 	}
-	if c.Flags&uint32(shaperKsFlagsKS_F_GILBERT) != 0 {
-		parts = append(parts, fmt.Sprintf("loss gilbert p=%s r=%s h=%s k=%s", pct(c.GeP), pct(c.GeR), pct(c.GeH), pct(1<<32-c.Ge1k))+c.targetOf(shaperKsFlagsKS_F_GILBERT))
+	if c.flags&fGilbert != 0 {
+		g := c.Gilbert
+		parts = append(parts, fmt.Sprintf("loss gilbert p=%s r=%s h=%s k=%s", pct(g.P), pct(g.R), pct(g.H), pct(1<<32-g.LossGood))+c.targetOf(fGilbert))
 	}
-	if c.Flags&uint32(shaperKsFlagsKS_F_DELAY) != 0 {
-		d := fmt.Sprintf("delay %s", time.Duration(c.DelayNs))
-		if c.JitterNs != 0 {
-			d += fmt.Sprintf(" jitter=%s", time.Duration(c.JitterNs))
+	if c.flags&fDelay != 0 {
+		d := fmt.Sprintf("delay %s", c.Delay)
+		if c.Jitter != 0 {
+			d += fmt.Sprintf(" jitter=%s", c.Jitter)
 		}
-		parts = append(parts, d+c.targetOf(shaperKsFlagsKS_F_DELAY))
+		parts = append(parts, d+c.targetOf(fDelay))
 	}
-	if c.Flags&uint32(shaperKsFlagsKS_F_DUP) != 0 {
-		parts = append(parts, "duplicate "+pct(c.DupThresh)+c.targetOf(shaperKsFlagsKS_F_DUP))
+	if c.flags&fDup != 0 {
+		parts = append(parts, "duplicate "+pct(c.DupThresh)+c.targetOf(fDup))
 	}
-	if c.Flags&uint32(shaperKsFlagsKS_F_CORRUPT) != 0 {
-		parts = append(parts, "corrupt "+pct(c.CorruptThresh)+c.targetOf(shaperKsFlagsKS_F_CORRUPT))
+	if c.flags&fCorrupt != 0 {
+		parts = append(parts, "corrupt "+pct(c.CorruptThresh)+c.targetOf(fCorrupt))
 	}
 	if len(parts) == 0 {
 		return "monitor"
@@ -50,46 +52,27 @@ func pct(thresh uint64) string {
 	return strconv.FormatFloat(float64(thresh)/(1<<32)*100, 'g', 6, 64) + "%"
 }
 
-// targetOf renders the target gating flag f, as far as the rule holds it
-// (peer prefixes live in ks_peers: "to=…" only says there are some), or
-// "" for a rule on every packet.
-func (c Config) targetOf(f shaperKsFlags) string {
-	if !c.Targeted() {
-		return ""
-	}
-	tg := c.Tg
-	for i := range tg.Flags {
-		if tg.Flags[i]&uint32(f) == 0 {
+// targetOf renders the target gating flag f (peer prefixes live in
+// ks_peers: "to=…" only says there are some), or "" for a rule on every
+// packet.
+func (c Config) targetOf(f flag) string {
+	for _, t := range c.Targets {
+		if t.gates&f == 0 {
 			continue
 		}
-		bit := uint8(1) << i
 		var b strings.Builder
-		if tg.AnyPeer&bit == 0 {
+		if t.Peers {
 			b.WriteString(" to=…")
 		}
-		if tg.AnyPort&bit == 0 {
-			var ports []string
-			for _, r := range tg.Ranges[:tg.Nranges] {
-				if r.Targets&bit == 0 {
-					continue
-				}
-				if r.Lo == r.Hi {
-					ports = append(ports, strconv.Itoa(int(r.Lo)))
-				} else {
-					ports = append(ports, fmt.Sprintf("%d-%d", r.Lo, r.Hi))
-				}
+		if len(t.Ports) > 0 {
+			ports := make([]string, len(t.Ports))
+			for i, r := range t.Ports {
+				ports[i] = r.String()
 			}
 			b.WriteString(" port=" + strings.Join(ports, ","))
 		}
-		if tg.AnyProto&bit == 0 {
-			for _, p := range []struct {
-				set  uint8
-				name string
-			}{{tg.Tcp, "tcp"}, {tg.Udp, "udp"}, {tg.Sctp, "sctp"}, {tg.Icmp, "icmp"}} {
-				if p.set&bit != 0 {
-					b.WriteString(" proto=" + p.name)
-				}
-			}
+		if t.Proto != rules.ProtoAny {
+			b.WriteString(" proto=" + string(t.Proto))
 		}
 		return b.String()
 	}
@@ -98,7 +81,7 @@ func (c Config) targetOf(f shaperKsFlags) string {
 
 // LossProbability is the drop probability the loss threshold encodes.
 func (c Config) LossProbability() float64 {
-	if c.Flags&uint32(shaperKsFlagsKS_F_LOSS) == 0 {
+	if c.flags&fLoss == 0 {
 		return 0
 	}
 	return float64(c.LossThresh) / (1 << 32)

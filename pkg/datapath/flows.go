@@ -27,10 +27,10 @@ type Flow struct {
 }
 
 // EnableFlows makes the rule keep per-flow records.
-func (c *Config) EnableFlows() { c.Flags |= uint32(shaperKsFlagsKS_F_FLOWS) }
+func (c *Config) EnableFlows() { c.flags |= fFlows }
 
 // FlowsEnabled reports whether the rule keeps per-flow records.
-func (c Config) FlowsEnabled() bool { return c.Flags&uint32(shaperKsFlagsKS_F_FLOWS) != 0 }
+func (c Config) FlowsEnabled() bool { return c.flags&fFlows != 0 }
 
 // Src, Dst are the flow's addresses.
 func (k FlowKey) Src() net.IP { return addr(k.Family, k.Saddr) }

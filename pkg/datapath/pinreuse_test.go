@@ -172,7 +172,7 @@ func TestNetnsInodeReuse(t *testing.T) {
 	}
 	defer dp2.Close()
 	if c, ok, err := dp2.Lookup(key); err != nil || ok {
-		t.Errorf("the new netns finds the old one's rule (flags %#x, err %v)", c.Flags, err)
+		t.Errorf("the new netns finds the old one's rule (flags %#x, err %v)", c.flags, err)
 	}
 	if c, ok, err := dp2.Counters(key); err != nil || (ok && c.Packets != 0) {
 		t.Errorf("the new netns starts with the old one's counters: %d packets (err %v)", c.Packets, err)

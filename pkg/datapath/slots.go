@@ -86,7 +86,7 @@ func (d *Datapath) slotFor(ifindex uint32) (uint32, error) {
 	// still have written to it.
 	for dir := uint32(0); dir < 2; dir++ {
 		i := index(free, dir)
-		if err := d.objs.KsRules.Update(i, Config{}, ebpf.UpdateAny); err != nil {
+		if err := d.objs.KsRules.Update(i, rule{}, ebpf.UpdateAny); err != nil {
 			return 0, fmt.Errorf("clearing slot %d: %w", free, err)
 		}
 		if err := d.zeroCounters(i); err != nil {

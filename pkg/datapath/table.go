@@ -27,6 +27,10 @@ func (k Key) Direction() rules.Direction { return rules.Direction(k.Dir) }
 // full one would let burst bytes through at line rate the moment a rule is
 // applied. An interface's first Set gives it a slot (zeroed counters).
 func (d *Datapath) Set(key Key, cfg Config) error {
+	r, err := cfg.value()
+	if err != nil {
+		return fmt.Errorf("%s: %w", keyString(key), err)
+	}
 	if err := d.claim(int(key.Ifindex)); err != nil {
 		return err
 	}
@@ -35,25 +39,25 @@ func (d *Datapath) Set(key Key, cfg Config) error {
 		return fmt.Errorf("%s: %w", keyString(key), err)
 	}
 	i := index(slot, key.Dir)
-	var cur Config
+	var cur rule
 	if err := d.objs.KsRules.LookupWithFlags(i, &cur, ebpf.LookupLock); err != nil {
 		return fmt.Errorf("reading rule for %s: %w", keyString(key), err)
 	}
 	if cur.Flags&flagSet != 0 {
-		cfg.TokensQ32, cfg.LastNs, cfg.T_next = cur.TokensQ32, cur.LastNs, cur.T_next
-		cfg.GeBad = cur.GeBad
+		r.TokensQ32, r.LastNs, r.T_next = cur.TokensQ32, cur.LastNs, cur.T_next
+		r.GeBad = cur.GeBad
 	} else {
-		cfg.TokensQ32, cfg.LastNs, cfg.T_next = int64(cfg.Debt)<<32, bucketNow(), 0
+		r.TokensQ32, r.LastNs, r.T_next = int64(r.Debt)<<32, bucketNow(), 0
 	}
-	cfg.Flags |= flagSet
-	cfg.Ifindex = key.Ifindex
-	if err := d.objs.KsRules.Update(i, cfg, ebpf.UpdateLock); err != nil {
+	r.Flags |= flagSet
+	r.Ifindex = key.Ifindex
+	if err := d.objs.KsRules.Update(i, r, ebpf.UpdateLock); err != nil {
 		return fmt.Errorf("writing rule for %s: %w", keyString(key), err)
 	}
 	return nil
 }
 
-const flagSet = uint32(shaperKsFlagsKS_F_SET)
+const flagSet = uint32(fSet)
 
 // Delete removes one direction's rule, counters and peers; the other
 // direction and what belongs to the interface as a whole (flows, pod name,
@@ -84,14 +88,14 @@ func (d *Datapath) deleteKey(key Key) error {
 		// still add itself: a new interface's slot is zeroed again when
 		// it is given out).
 		i := index(slot, key.Dir)
-		if err := d.objs.KsRules.Update(i, Config{}, ebpf.UpdateAny); err != nil {
+		if err := d.objs.KsRules.Update(i, rule{}, ebpf.UpdateAny); err != nil {
 			errs = append(errs, fmt.Errorf("deleting the rule of %s: %w", keyString(key), err))
 		}
 		if err := d.zeroCounters(i); err != nil {
 			errs = append(errs, fmt.Errorf("deleting the counters of %s: %w", keyString(key), err))
 		}
 		// The interface's last direction gone: its slot too.
-		var other Config
+		var other rule
 		if err := d.objs.KsRules.Lookup(index(slot, 1-key.Dir), &other); err == nil && other.Flags&flagSet == 0 {
 			errs = append(errs, d.freeSlot(key.Ifindex))
 		}
@@ -104,19 +108,18 @@ func (d *Datapath) deleteKey(key Key) error {
 
 // Lookup returns the config installed for key.
 func (d *Datapath) Lookup(key Key) (Config, bool, error) {
-	var c Config
 	i, ok, err := d.indexOf(key)
 	if err != nil || !ok {
-		return c, false, err
+		return Config{}, false, err
 	}
-	if err := d.objs.KsRules.LookupWithFlags(i, &c, ebpf.LookupLock); err != nil {
-		return c, false, fmt.Errorf("reading config for %s: %w", keyString(key), err)
+	var r rule
+	if err := d.objs.KsRules.LookupWithFlags(i, &r, ebpf.LookupLock); err != nil {
+		return Config{}, false, fmt.Errorf("reading config for %s: %w", keyString(key), err)
 	}
-	if c.Flags&flagSet == 0 {
+	if r.Flags&flagSet == 0 {
 		return Config{}, false, nil
 	}
-	c.Flags &^= flagSet
-	return c, true, nil
+	return configOf(r), true, nil
 }
 
 // Keys lists both directions of every interface with a slot, and keys

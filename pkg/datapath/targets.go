@@ -18,42 +18,55 @@ const (
 	maxRanges  = len(shaperKsTargets{}.Ranges)
 )
 
+// Target is one of a rule's targets as the datapath matches it: the
+// rules it limits and the packets it takes. Its peers are not here but in
+// ks_peers (PeersFor, SetPeers): Peers only says that it has some.
+type Target struct {
+	gates flag // the rules (flags) limited to this target
+	// Proto is the protocol the target takes (rules.ProtoAny: every one).
+	Proto rules.Proto
+	// Peers is set when the target takes only some peers (to=, a Service).
+	Peers bool
+	// Ports are the port ranges it takes (none: every port).
+	Ports []rules.PortRange
+}
+
 // kindFlags are the flag bits a rule of each kind sets, which its target
 // gates.
 func kindFlags(p rules.DirectionPolicy) []struct {
 	t     rules.Target
-	flags uint32
+	flags flag
 } {
 	var out []struct {
 		t     rules.Target
-		flags uint32
+		flags flag
 	}
-	add := func(t rules.Target, f shaperKsFlags) {
+	add := func(t rules.Target, f flag) {
 		out = append(out, struct {
 			t     rules.Target
-			flags uint32
-		}{t, uint32(f)})
+			flags flag
+		}{t, f})
 	}
 	if b := p.Bandwidth; b != nil {
-		add(b.Target, shaperKsFlagsKS_F_RATE|shaperKsFlagsKS_F_PACE)
+		add(b.Target, fRate|fPace)
 	}
 	if l := p.Loss; l != nil {
-		add(l.Target, shaperKsFlagsKS_F_LOSS|shaperKsFlagsKS_F_GILBERT)
+		add(l.Target, fLoss|fGilbert)
 	}
 	if d := p.Delay; d != nil {
-		add(d.Target, shaperKsFlagsKS_F_DELAY)
+		add(d.Target, fDelay)
 	}
 	if d := p.Duplicate; d != nil {
-		add(d.Target, shaperKsFlagsKS_F_DUP)
+		add(d.Target, fDup)
 	}
 	if c := p.Corrupt; c != nil {
-		add(c.Target, shaperKsFlagsKS_F_CORRUPT)
+		add(c.Target, fCorrupt)
 	}
 	return out
 }
 
-// setTargets compiles the direction's targets into the rule's sets of
-// targets (struct ks_targets): bit i of every set is p.Targets()[i].
+// setTargets lists the direction's targets, in the order of p.Targets(),
+// with the rules each gates.
 func (c *Config) setTargets(p rules.DirectionPolicy) error {
 	targets := p.Targets()
 	if len(targets) == 0 {
@@ -65,57 +78,24 @@ func (c *Config) setTargets(p rules.DirectionPolicy) error {
 	if b := p.Bandwidth; b != nil && !b.Target.IsZero() && b.Mode == rules.ModeTBF {
 		return errors.New("mode=tbf cannot be limited to some packets (to=, port=, proto=)")
 	}
-	tg := &c.Tg
+	c.Targets = make([]Target, len(targets))
+	for i, t := range targets {
+		c.Targets[i] = Target{Proto: t.Proto, Peers: t.HasPeers(), Ports: t.Ports()}
+		if len(c.Targets[i].Ports) == 0 {
+			c.Targets[i].Ports = nil
+		}
+	}
 	for _, kf := range kindFlags(p) {
 		if i := slices.Index(targets, kf.t); i >= 0 {
-			tg.Flags[i] |= kf.flags & c.Flags
+			c.Targets[i].gates |= kf.flags & c.flags
 		}
 	}
-	for i, t := range targets {
-		bit := uint8(1) << i
-		switch t.Proto {
-		case rules.ProtoAny:
-			tg.AnyProto |= bit
-		case rules.ProtoTCP:
-			tg.Tcp |= bit
-		case rules.ProtoUDP:
-			tg.Udp |= bit
-		case rules.ProtoSCTP:
-			tg.Sctp |= bit
-		case rules.ProtoICMP:
-			tg.Icmp |= bit
-		default:
-			return fmt.Errorf("unknown protocol %q", t.Proto)
-		}
-		if !t.HasPeers() {
-			tg.AnyPeer |= bit
-		}
-		ports := t.Ports()
-		if len(ports) == 0 {
-			tg.AnyPort |= bit
-		}
-	rangeLoop:
-		for _, r := range ports {
-			for j := range tg.Nranges {
-				if e := &tg.Ranges[j]; e.Lo == r.Lo && e.Hi == r.Hi {
-					e.Targets |= bit
-					continue rangeLoop
-				}
-			}
-			if int(tg.Nranges) == maxRanges {
-				return fmt.Errorf("more than %d port ranges in one direction", maxRanges)
-			}
-			tg.Ranges[tg.Nranges] = shaperKsPortRange{Lo: r.Lo, Hi: r.Hi, Targets: bit}
-			tg.Nranges++
-		}
-	}
-	c.Flags |= uint32(shaperKsFlagsKS_F_TARGETED)
 	return nil
 }
 
 // Targeted reports whether some of the config's rules apply to targets
 // only.
-func (c Config) Targeted() bool { return c.Flags&uint32(shaperKsFlagsKS_F_TARGETED) != 0 }
+func (c Config) Targeted() bool { return len(c.Targets) > 0 }
 
 // PeerEntry is one prefix of ks_peers for a key: the targets (bit i =
 // target i) whose peers contain it.

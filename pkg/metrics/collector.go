@@ -301,10 +301,10 @@ func (c *Collector) collectDirection(ch chan<- prometheus.Metric, v reconcile.Po
 // both combined (independent draws).
 func RequestedLoss(c datapath.Config) float64 {
 	keep := 1 - c.LossProbability()
-	if c.GeP|c.GeR|c.GeH|c.Ge1k != 0 {
+	if g := c.Gilbert; g != (datapath.Gilbert{}) {
 		const one = 1 << 32
-		p, r := float64(c.GeP)/one, float64(c.GeR)/one
-		lossGood, lossBad := float64(c.Ge1k)/one, 1-float64(c.GeH)/one
+		p, r := float64(g.P)/one, float64(g.R)/one
+		lossGood, lossBad := float64(g.LossGood)/one, 1-float64(g.H)/one
 		bad := 0.0 // p = r = 0: the chain stays in the good state
 		if p+r > 0 {
 			bad = p / (p + r)

@@ -80,8 +80,8 @@ func FuzzDesiredToDatapath(f *testing.F) {
 			if l := got.Loss; l != nil && l.Kind != rules.LossGilbert && cfg.LossThresh != l.Threshold32() {
 				t.Fatalf("%s loss threshold %d became %d in the map", dir, l.Threshold32(), cfg.LossThresh)
 			}
-			if dl := got.Delay; dl != nil && (cfg.DelayNs != uint64(dl.Delay) || cfg.JitterNs != uint64(dl.Jitter)) {
-				t.Fatalf("%s delay %v±%v became %d±%d ns in the map", dir, dl.Delay, dl.Jitter, cfg.DelayNs, cfg.JitterNs)
+			if dl := got.Delay; dl != nil && (cfg.Delay != dl.Delay || cfg.Jitter != dl.Jitter) {
+				t.Fatalf("%s delay %v±%v became %v±%v in the map", dir, dl.Delay, dl.Jitter, cfg.Delay, cfg.Jitter)
 			}
 		}
 	})

@@ -151,13 +151,13 @@ func (s *Shaper) preflight(ifc Interface, cfgs [2]datapath.Config) error {
 		return err
 	}
 	if c := cfgs[rules.Ingress]; c.NeedsFQ() {
-		if err := fq(rules.Ingress, attach.EnsureRootFQ(ifc.Index, true, time.Duration(c.HorizonNs))); err != nil {
+		if err := fq(rules.Ingress, attach.EnsureRootFQ(ifc.Index, true, c.Horizon)); err != nil {
 			return err
 		}
 	}
 	if c := cfgs[rules.Egress]; c.NeedsFQ() {
 		err := podnet.Do(ifc.Pod.NetnsPath, func() error {
-			return attach.EnsureRootFQ(ifc.Pod.IfIndex, true, time.Duration(c.HorizonNs))
+			return attach.EnsureRootFQ(ifc.Pod.IfIndex, true, c.Horizon)
 		})
 		if err := fq(rules.Egress, err); err != nil {
 			return err
@@ -280,7 +280,7 @@ func (s *Shaper) hostQdisc(ifc Interface, c datapath.Config) error {
 	case c.UsesTBF():
 		return attach.EnsureRootTBF(ifc.Index, c.Rate, c.Burst, TBFLatency)
 	case c.NeedsFQ():
-		return attach.EnsureRootFQ(ifc.Index, true, time.Duration(c.HorizonNs))
+		return attach.EnsureRootFQ(ifc.Index, true, c.Horizon)
 	}
 	return attach.RemoveRootQdiscIfOurs(ifc.Index)
 }
@@ -315,7 +315,7 @@ func (s *Shaper) podQdisc(ifc Interface, c datapath.Config) error {
 		case c.UsesTBF():
 			return attach.EnsureRootTBF(ifc.Pod.IfIndex, c.Rate, c.Burst, TBFLatency)
 		case c.NeedsFQ():
-			return attach.EnsureRootFQ(ifc.Pod.IfIndex, true, time.Duration(c.HorizonNs))
+			return attach.EnsureRootFQ(ifc.Pod.IfIndex, true, c.Horizon)
 		}
 		return attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex)
 	})

@@ -305,14 +305,6 @@ func snapshot(t *testing.T, w *agentenv.World) state {
 	return s
 }
 
-// ruleValue is a rule without the bucket's running state (tokens, last
-// refill, next departure), which the programs update on every packet — and
-// a veth sees some even when idle (IPv6 router solicitations, MLD).
-func ruleValue(c datapath.Config) datapath.Config {
-	c.TokensQ32, c.LastNs, c.T_next = 0, 0, 0
-	return c
-}
-
 // withoutFlows drops the entry counts of flow maps: records of traffic,
 // not rules (their names still count).
 func withoutFlows(pins map[string]int) map[string]int {
@@ -326,22 +318,14 @@ func withoutFlows(pins map[string]int) map[string]int {
 	return out
 }
 
-func ruleValues(m map[datapath.Key]datapath.Config) map[datapath.Key]datapath.Config {
-	out := make(map[datapath.Key]datapath.Config, len(m))
-	for k, c := range m {
-		out[k] = ruleValue(c)
-	}
-	return out
-}
-
-// diff compares two states: rule values field by field (all but the
-// bucket's running state), the entry counts of every pinned map, and the
+// diff compares two states: rule values field by field (a
+// datapath.Config holds no bucket state), the entry counts of every pinned map, and the
 // filters — with their program IDs when progIDs is set.
 func (a state) diff(b state, progIDs bool) string {
-	if !reflect.DeepEqual(ruleValues(a.rules), ruleValues(b.rules)) {
+	if !reflect.DeepEqual(a.rules, b.rules) {
 		n := 0
 		for k, c := range a.rules {
-			if ruleValue(b.rules[k]) != ruleValue(c) {
+			if !reflect.DeepEqual(b.rules[k], c) {
 				n++
 			}
 		}

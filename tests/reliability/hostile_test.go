@@ -174,7 +174,7 @@ func TestHostileAnnotations(t *testing.T) {
 		for _, d := range rules.Directions {
 			cfg, ok := w.RuleAt(pc.ifindex, d)
 			want := wantOf(companion[d])
-			if !ok || !want.matches(got(cfg)) || cfg.DelayNs != 0 || cfg.JitterNs != 0 {
+			if !ok || !want.matches(got(cfg)) || cfg.Delay != 0 || cfg.Jitter != 0 {
 				t.Errorf("%s: %s rule %q, want exactly the companion's %s=%q: half-applied or missing", pc.name, d, cfg.String(), ck, cv)
 			}
 		}
