@@ -99,7 +99,7 @@ test-kernels-ci:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./pkg/rules/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./pkg/rules/
-	$(GO) test -run '^$$' -fuzz '^FuzzDesiredToDatapath$$' -fuzztime $(FUZZTIME) ./pkg/reconcile/
+	$(GO) test -run '^$$' -fuzz '^FuzzDesiredToDatapath$$' -fuzztime $(FUZZTIME) ./pkg/datapath/
 
 # Nightly-style fuzzing: every fuzzer for FUZZTIME_LONG (3 x 4 min = 12 min).
 FUZZTIME_LONG ?= 4m

@@ -1,6 +1,7 @@
-package reconcile_test
+package datapath_test
 
 import (
+	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +19,11 @@ import (
 //   - nothing panics;
 //   - what the grammar accepts, the datapath accepts: a valid annotation
 //     never turns into an ApplyFailed at apply time;
-//   - the map value says what the policy says (rate, loss threshold, delay);
+//   - the map value says what the policy says (rate, loss threshold, delay),
+//     and reads back as the Config it was written from.
+//
+// It lives with the conversion it checks: pkg/reconcile reaches the
+// datapath only through pkg/shaper.
 //   - an invalid key contributes nothing: the kinds it would set come only
 //     from the other object (pod or Service), and its error is reported,
 //     bounded in size.
@@ -82,6 +87,10 @@ func FuzzDesiredToDatapath(f *testing.F) {
 			}
 			if dl := got.Delay; dl != nil && (cfg.Delay != dl.Delay || cfg.Jitter != dl.Jitter) {
 				t.Fatalf("%s delay %v±%v became %v±%v in the map", dir, dl.Delay, dl.Jitter, cfg.Delay, cfg.Jitter)
+			}
+			back, err := datapath.ValueRoundTrip(cfg)
+			if err != nil || !reflect.DeepEqual(back, cfg) {
+				t.Fatalf("%s config %+v read back as %+v (%v)", dir, cfg, back, err)
 			}
 		}
 	})
