@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"fmt"
 	"math/bits"
 	"time"
 
@@ -95,70 +94,28 @@ type Config struct {
 type Gilbert struct{ P, R, H, LossGood uint64 }
 
 // ConfigFor translates a direction's typed policy into the value the
-// programs read. Rates are converted to bytes once, here. A config that
-// ConfigFor returns fits the map value (Set does not fail on it).
+// programs read, kind by kind (kinds.go). Rates are converted to bytes
+// once, here. A config that ConfigFor returns fits the map value (Set
+// does not fail on it).
 func ConfigFor(p rules.DirectionPolicy) (Config, error) {
 	var c Config
-	if bw := p.Bandwidth; bw != nil {
-		rate := bw.RateBitsPerSec / 8
-		if rate == 0 {
-			return c, fmt.Errorf("bandwidth %d bit/s is below one byte per second", bw.RateBitsPerSec)
+	for _, k := range rules.Kinds() {
+		r := k.Rule(p)
+		if r == nil {
+			continue
 		}
-		c.Rate = rate
-		switch bw.Mode {
-		case rules.ModeDrop, "":
-			c.flags |= fRate | fSparse
-			c.Burst = bw.BurstBytes
-			if c.Burst == 0 {
-				c.Burst = DefaultBurst(bw.RateBitsPerSec)
-			}
-			if c.Burst > MaxBurst {
-				return c, fmt.Errorf("burst %d bytes is above kubeshaper's largest bucket, %d bytes", c.Burst, uint64(MaxBurst))
-			}
-		case rules.ModePace:
-			c.flags |= fPace
-		case rules.ModeTBF:
-			// The kernel's tbf enforces; the program only counts. Rate and
-			// burst are kept so that status shows what the tbf was given.
-			c.flags |= fQdisc
-			c.Burst = bw.BurstBytes
-			if c.Burst == 0 {
-				c.Burst = DefaultTBFBurst(bw.RateBitsPerSec)
-			}
-		default:
-			return c, fmt.Errorf("unknown bandwidth mode %q", bw.Mode)
+		m, err := kindMapOf(k)
+		if err != nil {
+			return c, err
+		}
+		if m.set == nil {
+			continue
+		}
+		if err := m.set(&c, r); err != nil {
+			return c, err
 		}
 	}
-	if l := p.Loss; l != nil {
-		if l.Kind == rules.LossGilbert {
-			g := l.Gilbert
-			c.flags |= fGilbert
-			c.Gilbert = Gilbert{
-				P:        rules.Threshold32(g.P / 100),
-				R:        rules.Threshold32(g.R / 100),
-				H:        rules.Threshold32(g.H / 100),
-				LossGood: rules.Threshold32(1 - g.K/100),
-			}
-		} else {
-			c.flags |= fLoss
-			c.LossThresh = l.Threshold32()
-		}
-	}
-	if d := p.Delay; d != nil {
-		c.flags |= fDelay
-		c.Delay, c.Jitter = d.Delay, d.Jitter
-	}
-	if d := p.Duplicate; d != nil {
-		c.flags |= fDup
-		c.DupThresh = rules.Threshold32(d.Probability())
-	}
-	if d := p.Corrupt; d != nil {
-		c.flags |= fCorrupt
-		c.CorruptThresh = rules.Threshold32(d.Probability())
-	}
-	if c.flags&(fPace|fDelay) != 0 {
-		c.Horizon = DefaultHorizon + c.Delay + c.Jitter
-	}
+	c.Horizon = horizon(c)
 	if err := c.setTargets(p); err != nil {
 		return c, err
 	}

@@ -13,33 +13,12 @@ import (
 // loss 1%". A config with no rule reads "monitor".
 func (c Config) String() string {
 	var parts []string
-	switch {
-	case c.flags&fRate != 0:
-		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=drop", bitRate(c.Rate*8), c.Burst)+c.targetOf(fRate))
-	case c.flags&fPace != 0:
-		parts = append(parts, fmt.Sprintf("bandwidth %s mode=pace", bitRate(c.Rate*8))+c.targetOf(fPace))
-	case c.UsesTBF():
-		parts = append(parts, fmt.Sprintf("bandwidth %s burst=%d mode=tbf", bitRate(c.Rate*8), c.Burst))
-	}
-	if c.flags&fLoss != 0 {
-		parts = append(parts, fmt.Sprintf("loss %.6g%%", c.LossProbability()*100)+c.targetOf(fLoss))
-	}
-	if c.flags&fGilbert != 0 {
-		g := c.Gilbert
-		parts = append(parts, fmt.Sprintf("loss gilbert p=%s r=%s h=%s k=%s", pct(g.P), pct(g.R), pct(g.H), pct(1<<32-g.LossGood))+c.targetOf(fGilbert))
-	}
-	if c.flags&fDelay != 0 {
-		d := fmt.Sprintf("delay %s", c.Delay)
-		if c.Jitter != 0 {
-			d += fmt.Sprintf(" jitter=%s", c.Jitter)
+	for _, k := range rules.Kinds() {
+		if m := kindMaps[k.Name()]; m.text != nil {
+			if t := m.text(c); t != "" {
+				parts = append(parts, t+c.targetOf(m.gates))
+			}
 		}
-		parts = append(parts, d+c.targetOf(fDelay))
-	}
-	if c.flags&fDup != 0 {
-		parts = append(parts, "duplicate "+pct(c.DupThresh)+c.targetOf(fDup))
-	}
-	if c.flags&fCorrupt != 0 {
-		parts = append(parts, "corrupt "+pct(c.CorruptThresh)+c.targetOf(fCorrupt))
 	}
 	if len(parts) == 0 {
 		return "monitor"

@@ -31,42 +31,8 @@ type Target struct {
 	Ports []rules.PortRange
 }
 
-// kindFlags are the flag bits a rule of each kind sets, which its target
-// gates.
-func kindFlags(p rules.DirectionPolicy) []struct {
-	t     rules.Target
-	flags flag
-} {
-	var out []struct {
-		t     rules.Target
-		flags flag
-	}
-	add := func(t rules.Target, f flag) {
-		out = append(out, struct {
-			t     rules.Target
-			flags flag
-		}{t, f})
-	}
-	if b := p.Bandwidth; b != nil {
-		add(b.Target, fRate|fPace)
-	}
-	if l := p.Loss; l != nil {
-		add(l.Target, fLoss|fGilbert)
-	}
-	if d := p.Delay; d != nil {
-		add(d.Target, fDelay)
-	}
-	if d := p.Duplicate; d != nil {
-		add(d.Target, fDup)
-	}
-	if c := p.Corrupt; c != nil {
-		add(c.Target, fCorrupt)
-	}
-	return out
-}
-
 // setTargets lists the direction's targets, in the order of p.Targets(),
-// with the rules each gates.
+// with the rules each gates (its kinds' gates, as far as c sets them).
 func (c *Config) setTargets(p rules.DirectionPolicy) error {
 	targets := p.Targets()
 	if len(targets) == 0 {
@@ -75,19 +41,20 @@ func (c *Config) setTargets(p rules.DirectionPolicy) error {
 	if len(targets) > maxTargets {
 		return fmt.Errorf("%d different targets in one direction: the datapath holds %d", len(targets), maxTargets)
 	}
-	if b := p.Bandwidth; b != nil && !b.Target.IsZero() && b.Mode == rules.ModeTBF {
-		return errors.New("mode=tbf cannot be limited to some packets (to=, port=, proto=)")
-	}
 	c.Targets = make([]Target, len(targets))
 	for i, t := range targets {
 		c.Targets[i] = Target{Proto: t.Proto, Peers: t.HasPeers(), Ports: t.Ports()}
-		if len(c.Targets[i].Ports) == 0 {
-			c.Targets[i].Ports = nil
-		}
 	}
-	for _, kf := range kindFlags(p) {
-		if i := slices.Index(targets, kf.t); i >= 0 {
-			c.Targets[i].gates |= kf.flags & c.flags
+	for _, k := range rules.Kinds() {
+		if k.Rule(p) == nil {
+			continue
+		}
+		if i := slices.Index(targets, k.Target(p)); i >= 0 {
+			m, err := kindMapOf(k)
+			if err != nil {
+				return err
+			}
+			c.Targets[i].gates |= m.gates & c.flags
 		}
 	}
 	return nil

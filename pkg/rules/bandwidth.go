@@ -94,11 +94,21 @@ func parseBandwidthClause(words []string) (dirSet, Bandwidth, error) {
 	if err != nil {
 		return 0, bw, err
 	}
-	if !t.IsZero() && bw.Mode == ModeTBF {
-		return 0, bw, fmt.Errorf("mode=tbf shapes all the pod's traffic in that direction: to=, port= and proto= need mode=drop or mode=pace")
-	}
 	bw.Target = t
+	if err := bw.Check(); err != nil {
+		return 0, bw, err
+	}
 	return dirs, bw, nil
+}
+
+// Check refuses what the grammar refuses of a rule already typed: a tbf
+// limited to some packets. The datapath checks policies built in code
+// with it too.
+func (b Bandwidth) Check() error {
+	if !b.Target.IsZero() && b.Mode == ModeTBF {
+		return fmt.Errorf("mode=tbf shapes all the pod's traffic in that direction: to=, port= and proto= need mode=drop or mode=pace")
+	}
+	return nil
 }
 
 func parseMode(v string) (BandwidthMode, error) {

@@ -5,13 +5,16 @@ import "slices"
 // kind is one kind of rule. The kinds table below is the only list of
 // them in this package: which annotation keys exist and parse how, the
 // CLI's short names, String and Annotations, Equal, Clone and Merge,
-// IsEmpty, targets. Adding a kind is a row here (with its type and
-// grammar), its mapping to the datapath value (pkg/datapath), the C, and
-// tests.
+// IsEmpty, targets. pkg/datapath maps each kind, by name, to its part of
+// the map value (datapath/kinds.go: the kind's flags, how its rule is
+// written, how it reads back). Adding a kind is a row here (with its type
+// and grammar), a row there, the C, and tests.
 type kind struct {
 	name  string // short name: the CLI's, and String's label
 	key   string // its kubeshaper.io annotation
 	parse func(value string) (Policy, error)
+	// rule is the direction's rule of this kind (its *T), or nil.
+	rule  func(DirectionPolicy) any
 	has   func(DirectionPolicy) bool
 	equal func(a, b DirectionPolicy) bool
 	// fill copies src's rule of this kind into dst, deeply, when dst has
@@ -36,6 +39,12 @@ func ruleKind[T any](name, key string, g grammar[T], field func(*DirectionPolicy
 		name:  name,
 		key:   key,
 		parse: g.parse,
+		rule: func(dp DirectionPolicy) any {
+			if r := get(dp); r != nil {
+				return r
+			}
+			return nil // not a typed nil in an interface
+		},
 		has:   func(dp DirectionPolicy) bool { return get(dp) != nil },
 		equal: func(a, b DirectionPolicy) bool { return ptrEqual(get(a), get(b), eq) },
 		fill: func(dst *DirectionPolicy, src DirectionPolicy) {
@@ -99,4 +108,32 @@ func kindOfKey(key string) (kind, bool) {
 		}
 	}
 	return kind{}, false
+}
+
+// Kind is a row of the table as other packages see it: pkg/datapath maps
+// each kind to its part of the map value by Name.
+type Kind struct{ k *kind }
+
+// Kinds lists every kind, in the table's order (String's).
+func Kinds() []Kind {
+	out := make([]Kind, len(kinds))
+	for i := range kinds {
+		out[i] = Kind{&kinds[i]}
+	}
+	return out
+}
+
+// Name is the kind's short name ("bandwidth", "loss", …).
+func (k Kind) Name() string { return k.k.name }
+
+// Rule is dp's rule of this kind (a *Bandwidth, *Loss, …), or nil.
+func (k Kind) Rule(dp DirectionPolicy) any { return k.k.rule(dp) }
+
+// Target is the target of dp's rule of this kind: zero for a rule on
+// every packet, without a rule, or for a kind that cannot be targeted.
+func (k Kind) Target(dp DirectionPolicy) Target {
+	if t := k.k.target(&dp); t != nil {
+		return *t
+	}
+	return Target{}
 }
