@@ -73,7 +73,7 @@ func coexistTable() (string, error) {
 	}
 	var b strings.Builder
 	c := doc.CLI
-	fmt.Fprintf(&b, "50 Mbit/s limit, wire rate at the receiving pod's eth0 over %d windows of %.0f s (ratio to the limit), `kubeshaper status --json --window 2s` during traffic; load average %.2f → %.2f:\n\n", c.Reps, c.Window, c.LoadStart, c.LoadEnd)
+	fmt.Fprintf(&b, "50 Mbit/s limit, wire rate delivered to the receiving pod (its IP counters, after its own tc ingress hook: not eth0's rx counter, which counts what a pod-side hook then drops) over %d windows of %.0f s (ratio to the limit), `kubeshaper status --json --window 2s` during traffic; load average %.2f → %.2f:\n\n", c.Reps, c.Window, c.LoadStart, c.LoadEnd)
 	b.WriteString("| setup | before (rule put first) | status before | what kubeshaper does | after | status after |\n|---|---|---|---|---|---|\n")
 	for _, k := range []cliCase{c.Alone, c.TCXTail, c.ClsBPF, c.Peer, c.Yield} {
 		before, sb := "—", "—"
