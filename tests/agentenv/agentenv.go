@@ -97,7 +97,6 @@ type World struct {
 	podMu sync.Mutex
 	seq   int
 	vseq  int
-	fast  map[string]*netlab.Pod // AddPod's pods by netns name
 }
 
 // New starts a control plane, creates Node NodeName and namespace
@@ -105,7 +104,7 @@ type World struct {
 // names) and a pin directory under the bpffs; all removed in t.Cleanup.
 func New(t testing.TB, tag string) *World {
 	t.Helper()
-	w := &World{T: t, Env: kubeenv.Start(t), NS: "shaped", fast: map[string]*netlab.Pod{}}
+	w := &World{T: t, Env: kubeenv.Start(t), NS: "shaped"}
 	w.Lab = netlab.New(t, tag)
 	w.CS = w.Env.Clientset()
 	w.PinDir = netlab.PinDir(t, "ksag")

@@ -8,21 +8,30 @@ package netlab
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 )
 
 // Lab is one node netns and its pods.
 type Lab struct {
-	t      testing.TB
-	Prefix string // unique: ks<tag><hex>
-	Node   string // node netns name
+	t      testing.TB // nil for a lab made with Create
+	Prefix string     // unique: ks<tag><hex>, or Create's
+	Node   string     // node netns name
+
+	mu     sync.Mutex
 	subnet int
-	pods   []*Pod
+	pods   map[string]*Pod // by netns name
 }
 
 // Pod is a pod netns with eth0 paired to a host veth in the node netns.
@@ -31,11 +40,13 @@ type Pod struct {
 	Netns    string // /var/run/netns/<Name>
 	HostVeth string // in the node netns
 	IP       net.IP // on eth0
-	HostIP   net.IP // the node's end of the /24
+	HostIP   net.IP // the node's end of the pod's subnet
+	spec     PodSpec
 }
 
-// New creates a node netns with forwarding on. tag (2-3 letters) names the
-// test package in interface names, which are limited to 15 bytes.
+// New creates a node netns with forwarding on, removed with its pods in
+// t.Cleanup. tag (2-3 letters) names the test package in interface names,
+// which are limited to 15 bytes.
 func New(t testing.TB, tag string) *Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -43,36 +54,52 @@ func New(t testing.TB, tag string) *Lab {
 	}
 	b := make([]byte, 3)
 	rand.Read(b)
-	l := &Lab{t: t, Prefix: "ks" + tag + hex.EncodeToString(b)}
-	l.Node = l.Prefix + "-node"
-	t.Cleanup(l.destroy)
-	l.ip("netns", "add", l.Node)
-	l.In(l.Node, "ip", "link", "set", "lo", "up")
-	l.In(l.Node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	l, err := Create("ks" + tag + hex.EncodeToString(b))
+	if l != nil {
+		l.t = t
+		t.Cleanup(func() { l.Close() })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	return l
 }
 
-// AddPod creates a pod netns routed through the node: 10.<x>.<n>.2/24 on
-// eth0, the node's veth holding 10.<x>.<n>.1.
+// Create is New for programs (tools/bench): a node netns <prefix>-node
+// with forwarding on. The caller removes it, and every pod
+// made in it, with Close, also after an error (a lab is returned with
+// it whenever anything was created).
+func Create(prefix string) (*Lab, error) {
+	l := &Lab{Prefix: prefix, Node: prefix + "-node", pods: map[string]*Pod{}}
+	h, err := newNamedNetns(l.Node)
+	if err != nil {
+		return nil, err
+	}
+	h.Close()
+	if err := podnet.Do(l.NodeNetns(), func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	}); err != nil {
+		return l, fmt.Errorf("lo up in %s: %w", l.Node, err)
+	}
+	return l, Sysctl(l.NodeNetns(), "net/ipv4/ip_forward", "1")
+}
+
+// NodeNetns is the node netns's path.
+func (l *Lab) NodeNetns() string { return "/var/run/netns/" + l.Node }
+
+// AddPod creates a pod netns routed through the node (NewPod with the
+// defaults: 10.213.<n>.2/24 on eth0, the node's veth holding .1), failing
+// the test on error.
 func (l *Lab) AddPod(name string) *Pod {
 	l.t.Helper()
-	l.subnet++
-	p := &Pod{
-		Name:     l.Prefix + "-" + name,
-		HostVeth: fmt.Sprintf("%sh%d", l.Prefix, l.subnet),
-		IP:       net.IPv4(10, 213, byte(l.subnet), 2).To4(),
-		HostIP:   net.IPv4(10, 213, byte(l.subnet), 1).To4(),
+	p, err := l.NewPod(name, PodSpec{})
+	if err != nil {
+		l.t.Fatal(err)
 	}
-	p.Netns = "/var/run/netns/" + p.Name
-	l.ip("netns", "add", p.Name)
-	l.pods = append(l.pods, p)
-	l.In(p.Name, "ip", "link", "set", "lo", "up")
-	l.ip("link", "add", p.HostVeth, "netns", l.Node, "type", "veth", "peer", "name", "eth0", "netns", p.Name)
-	l.In(l.Node, "ip", "addr", "add", p.HostIP.String()+"/24", "dev", p.HostVeth)
-	l.In(l.Node, "ip", "link", "set", p.HostVeth, "up")
-	l.In(p.Name, "ip", "addr", "add", p.IP.String()+"/24", "dev", "eth0")
-	l.In(p.Name, "ip", "link", "set", "eth0", "up")
-	l.In(p.Name, "ip", "route", "add", "default", "via", p.HostIP.String())
 	return p
 }
 
@@ -94,18 +121,30 @@ func (l *Lab) TryIn(netns string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func (l *Lab) ip(args ...string) {
-	l.t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		l.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+// Close removes the pods (RemovePods) and the node.
+func (l *Lab) Close() error {
+	return errors.Join(l.RemovePods(), removeNamedNetns(l.NodeNetns()))
 }
 
-// destroy removes the pods and the node; deleting a netns deletes the
-// veth ends in it, and with them their peers.
-func (l *Lab) destroy() {
+// RemovePods removes every pod (deleting a netns deletes the veth end in
+// it, and with it its peer), and every netns carrying the lab's prefix
+// that a failed test or run lost track of; the node stays.
+func (l *Lab) RemovePods() error {
+	l.mu.Lock()
+	pods := make([]*Pod, 0, len(l.pods))
 	for _, p := range l.pods {
-		exec.Command("ip", "netns", "del", p.Name).Run()
+		pods = append(pods, p)
 	}
-	exec.Command("ip", "netns", "del", l.Node).Run()
+	l.mu.Unlock()
+	var errs []error
+	for _, p := range pods {
+		errs = append(errs, l.RemovePod(p))
+	}
+	entries, _ := os.ReadDir("/var/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), l.Prefix+"-") && e.Name() != l.Node {
+			errs = append(errs, removeNamedNetns(filepath.Join("/var/run/netns", e.Name())))
+		}
+	}
+	return errors.Join(errs...)
 }
