@@ -33,8 +33,8 @@ var kindMaps = map[string]kindMap{
 	"bandwidth": mapKind(fRate|fPace, setBandwidth, bandwidthText),
 	"loss":      mapKind(fLoss|fGilbert, setLoss, lossText),
 	"delay":     mapKind(fDelay, setDelay, delayText),
-	"duplicate": mapKind(fDup, setDuplicate, duplicateText),
-	"corrupt":   mapKind(fCorrupt, setCorrupt, corruptText),
+	"duplicate": shareKind[rules.Duplicate](fDup, "duplicate", func(c *Config) *uint64 { return &c.DupThresh }),
+	"corrupt":   shareKind[rules.Corrupt](fCorrupt, "corrupt", func(c *Config) *uint64 { return &c.CorruptThresh }),
 	// A custom program is not part of this value: it is a program of its
 	// own, loaded and attached beside kubeshaper's (custom.go).
 	"program": {},
@@ -141,30 +141,21 @@ func delayText(c Config) string {
 	return s
 }
 
-func setDuplicate(c *Config, d *rules.Duplicate) error {
-	c.flags |= fDup
-	c.DupThresh = rules.Threshold32(d.Probability())
-	return nil
-}
-
-func duplicateText(c Config) string {
-	if c.flags&fDup == 0 {
-		return ""
-	}
-	return "duplicate " + pct(c.DupThresh)
-}
-
-func setCorrupt(c *Config, d *rules.Corrupt) error {
-	c.flags |= fCorrupt
-	c.CorruptThresh = rules.Threshold32(d.Probability())
-	return nil
-}
-
-func corruptText(c Config) string {
-	if c.flags&fCorrupt == 0 {
-		return ""
-	}
-	return "corrupt " + pct(c.CorruptThresh)
+// shareKind is the row of a kind that acts on a share of the packets
+// (duplicate, corrupt): one flag, one threshold.
+func shareKind[T interface{ Probability() float64 }](f flag, name string, thresh func(*Config) *uint64) kindMap {
+	return mapKind(f,
+		func(c *Config, r *T) error {
+			c.flags |= f
+			*thresh(c) = rules.Threshold32((*r).Probability())
+			return nil
+		},
+		func(c Config) string {
+			if c.flags&f == 0 {
+				return ""
+			}
+			return name + " " + pct(*thresh(&c))
+		})
 }
 
 // horizon is how far ahead EDT may schedule a packet: a delay's reach on
