@@ -190,8 +190,19 @@ func (c *Collector) achieved(k ringKey, cur datapath.Counters, now time.Time) (d
 
 var podLabels = []string{"namespace", "pod", "workload", "workload_kind", "direction"}
 
+// descs is every metric's description, in declaration order, for
+// Describe: a description registers itself where it is declared, so that
+// a new metric cannot be left out of Describe.
+var descs []*prometheus.Desc
+
+func described(d *prometheus.Desc) *prometheus.Desc {
+	descs = append(descs, d)
+	return d
+}
+
+// desc describes a per-pod, per-direction metric.
 func desc(name, help string, extra ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, append(append([]string{}, podLabels...), extra...), nil)
+	return described(prometheus.NewDesc(name, help, append(append([]string{}, podLabels...), extra...), nil))
 }
 
 var (
@@ -219,17 +230,16 @@ var (
 		"Injected-loss drops / packets seen over the sliding window; absent when no packet was seen in it.")
 	descEnforced = desc("kubeshaper_pod_enforced",
 		"1 when kubeshaper's program is verified to see the direction's traffic first (placement and counters, judged every 2 s), 0 when another program ends the hook before it or deliveries bypass it (see the Bypassed Event and `kubeshaper status` for the reason); absent before the first judgement.")
-	descPodInfo = prometheus.NewDesc("kubeshaper_pod_info",
+	descPodInfo = described(prometheus.NewDesc("kubeshaper_pod_info",
 		"A pod kubeshaper counts, with its host veth.",
-		[]string{"namespace", "pod", "workload", "workload_kind", "uid", "host_veth"}, nil)
-	descReadErrors = prometheus.NewDesc("kubeshaper_agent_datapath_read_errors_total",
-		"Failed reads of the datapath's maps by the metrics collector.", nil, nil)
+		[]string{"namespace", "pod", "workload", "workload_kind", "uid", "host_veth"}, nil))
+	descReadErrors = described(prometheus.NewDesc("kubeshaper_agent_datapath_read_errors_total",
+		"Failed reads of the datapath's maps by the metrics collector.", nil, nil))
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDrops, descDropBytes, descRetrans, descRuleRate, descRuleLoss,
-		descRuleInfo, descAchievedRate, descAchievedLoss, descAchievedRetrans, descEnforced, descPodInfo, descReadErrors} {
+	for _, d := range descs {
 		ch <- d
 	}
 }
