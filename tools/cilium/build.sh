@@ -13,8 +13,9 @@
 # that already exist are not rebuilt. A cold build takes ~5 min on an idle
 # 2-core machine (the agent is ~190 MB).
 #
-# How: `go mod download` github.com/cilium/cilium at VERSION, copy the
-# module directory somewhere writable, replace the gobgp pseudo-version it
+# How (the shared steps are tools/modsrc/modsrc.sh's): `go mod download`
+# github.com/cilium/cilium at VERSION, copy the module directory somewhere
+# writable, replace the gobgp pseudo-version it
 # pins (not served by the proxy) with a released gobgp, and go build
 # ./daemon and ./plugins/cilium-cni with -mod=mod. The operator is not
 # built (sigs.k8s.io/mcs-api/controllers at the version it pins is not
@@ -38,11 +39,9 @@ src_dir="${cache}/src"
 mkdir -p "${bin_dir}"
 log() { echo "cilium-build: $*" >&2; }
 
-exec 9>"${cache}/.lock"
-if ! flock -n 9; then
-	log "waiting for another build in ${cache} to finish"
-	flock 9
-fi
+# shellcheck source=tools/modsrc/modsrc.sh
+source "${script_dir}/../modsrc/modsrc.sh"
+modsrc_lock "${cache}" cilium-build
 
 declare -A pkg=([cilium-agent]=./daemon [cilium-cni]=./plugins/cilium-cni)
 missing=()
@@ -51,34 +50,15 @@ for b in cilium-agent cilium-cni; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
-export GOWORK=off
-export GOFLAGS="-mod=mod -buildvcs=false"
-export CGO_ENABLED="${CGO_ENABLED:-0}"
+modsrc_env
 total_start=${SECONDS}
-
-if [[ ! -f "${src_dir}/.prepared" ]]; then
-	log "downloading github.com/cilium/cilium@${version} via the Go module proxy (~85 MB)"
-	mod_dir="$(cd "${cache}" && go mod download -json "github.com/cilium/cilium@${version}" |
-		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-	if [[ -z "${mod_dir}" || ! -f "${mod_dir}/go.mod" ]]; then
-		log "go mod download did not report a source directory"
-		exit 1
-	fi
-	rm -rf "${src_dir}" "${src_dir}.tmp"
-	cp -R "${mod_dir}" "${src_dir}.tmp"
-	chmod -R u+w "${src_dir}.tmp"
-	rm -rf "${src_dir}.tmp/vendor" "${src_dir}.tmp/go.work" "${src_dir}.tmp/go.work.sum"
-	(cd "${src_dir}.tmp" && go mod edit -replace "${gobgp_replace}")
-	touch "${src_dir}.tmp/.prepared"
-	mv "${src_dir}.tmp" "${src_dir}"
-fi
+modsrc_prepare "${cache}" "github.com/cilium/cilium@${version}" "${src_dir}" cilium-build \
+	go mod edit -replace "${gobgp_replace}"
 
 for b in "${missing[@]}"; do
 	step_start=${SECONDS}
 	log "building ${b} ${version} (cilium-agent: ~4.5 min cold on an idle 2-core machine)"
-	tmp_out="${bin_dir}/.${b}.tmp.$$"
-	(cd "${src_dir}" && go build -trimpath -ldflags "-s -w" -o "${tmp_out}" "${pkg[$b]}")
-	mv -f "${tmp_out}" "${bin_dir}/${b}"
+	modsrc_build "${src_dir}" "${bin_dir}/${b}" "${pkg[$b]}" "-s -w"
 	log "built ${bin_dir}/${b} in $((SECONDS - step_start))s"
 done
 log "done in $((SECONDS - total_start))s"

@@ -11,7 +11,8 @@
 # whose binary already exists in the cache is skipped. The cache root can be
 # moved with KUBESHAPER_K8S_CACHE (default: <repo>/.cache/k8s).
 #
-# How: `go mod download` the k8s.io/kubernetes module at VERSION, copy its
+# How (the shared steps are tools/modsrc/modsrc.sh's): `go mod download`
+# the k8s.io/kubernetes module at VERSION, copy its
 # source somewhere writable, point every `./staging/src/k8s.io/X` replace at
 # the published k8s.io/X module of the same release (the staging modules are
 # not part of the kubernetes module zip; the published ones are the same code),
@@ -55,12 +56,9 @@ mkdir -p "${bin_dir}"
 
 log() { echo "k8sbin: $*" >&2; }
 
-# Several test binaries may ask for the same build at once: serialise.
-exec 9>"${cache}/.lock"
-if ! flock -n 9; then
-	log "waiting for another build in ${cache} to finish"
-	flock 9
-fi
+# shellcheck source=tools/modsrc/modsrc.sh
+source "${script_dir}/../modsrc/modsrc.sh"
+modsrc_lock "${cache}" k8sbin
 
 missing=()
 for c in "${components[@]}"; do
@@ -76,36 +74,22 @@ fi
 
 total_start=${SECONDS}
 
-# Same toolchain for everything; never let a go.work or vendor dir take over.
-export GOWORK=off
-export GOFLAGS="-mod=mod -buildvcs=false"
-export CGO_ENABLED="${CGO_ENABLED:-0}"
+modsrc_env
 
-if [[ ! -f "${src_dir}/.prepared" ]]; then
-	step_start=${SECONDS}
-	log "downloading k8s.io/kubernetes@${version} via the Go module proxy"
-	mod_dir="$(cd "${cache}" && go mod download -json "k8s.io/kubernetes@${version}" |
-		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-	if [[ -z "${mod_dir}" || ! -f "${mod_dir}/go.mod" ]]; then
-		log "go mod download did not report a source directory"
-		exit 1
-	fi
-	log "copying ${mod_dir} -> ${src_dir}"
-	rm -rf "${src_dir}" "${src_dir}.tmp"
-	cp -R "${mod_dir}" "${src_dir}.tmp"
-	chmod -R u+w "${src_dir}.tmp"
-	# The workspace file and vendor dir refer to the absent staging modules.
-	rm -rf "${src_dir}.tmp/go.work" "${src_dir}.tmp/go.work.sum" "${src_dir}.tmp/vendor"
+# Point every staging replace at the published module of the same release
+# (run inside the copy of the source).
+rewrite_staging() {
 	log "rewriting staging replaces to published modules at ${staging_version}"
-	sed -i -E "s#^([[:space:]]*)(k8s\.io/[A-Za-z0-9._-]+) => \./staging/src/k8s\.io/[A-Za-z0-9._-]+[[:space:]]*\$#\1\2 => \2 ${staging_version}#" \
-		"${src_dir}.tmp/go.mod"
-	if grep -q '=> \./staging/' "${src_dir}.tmp/go.mod"; then
+	sed -i -E "s#^([[:space:]]*)(k8s\.io/[A-Za-z0-9._-]+) => \./staging/src/k8s\.io/[A-Za-z0-9._-]+[[:space:]]*\$#\1\2 => \2 ${staging_version}#" go.mod
+	if grep -q '=> \./staging/' go.mod; then
 		log "some staging replace lines were not rewritten:"
-		grep '=> \./staging/' "${src_dir}.tmp/go.mod" >&2
-		exit 1
+		grep '=> \./staging/' go.mod >&2
+		return 1
 	fi
-	touch "${src_dir}.tmp/.prepared"
-	mv "${src_dir}.tmp" "${src_dir}"
+}
+step_start=${SECONDS}
+if [[ ! -f "${src_dir}/.prepared" ]]; then
+	modsrc_prepare "${cache}" "k8s.io/kubernetes@${version}" "${src_dir}" k8sbin rewrite_staging
 	log "source prepared in $((SECONDS - step_start))s"
 fi
 
@@ -123,9 +107,7 @@ for c in "${missing[@]}"; do
 	hint=""
 	[[ "${c}" == kube-apiserver ]] && hint=" (~2.5 min cold on an idle 2-core machine)"
 	log "building ${c} ${version}${hint}"
-	tmp_out="${bin_dir}/.${c}.tmp.$$"
-	(cd "${src_dir}" && go build -trimpath -ldflags "${ldflags}" -o "${tmp_out}" "./cmd/${c}")
-	mv -f "${tmp_out}" "${bin_dir}/${c}"
+	modsrc_build "${src_dir}" "${bin_dir}/${c}" "./cmd/${c}" "${ldflags}"
 	log "built ${bin_dir}/${c} in $((SECONDS - step_start))s"
 done
 
