@@ -41,7 +41,7 @@ type Node interface {
 	ProgramsIntact(ifc shaper.Interface, want [2]string) bool
 	// HasPrograms reports whether the interface has (or may have) a
 	// custom program filter.
-	HasPrograms(ifindex int) bool
+	HasPrograms(ifc shaper.Interface) bool
 
 	// CollectLeftovers clears every interface with kubeshaper state that
 	// claimed does not claim, and returns those it cleared.

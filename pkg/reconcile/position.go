@@ -384,8 +384,14 @@ func (r *Reconciler) movePodSide(key string, d rules.Direction, log *logrus.Entr
 	}
 	r.hold.mu.Unlock()
 	log.WithField("direction", d).Info("host side bypassed: moved to the pod's interface")
-	if pod := r.podObject(key); pod != nil {
+	pod := r.podObject(key)
+	if pod != nil {
 		r.events.Event(pod, corev1.EventTypeNormal, ReasonMovedPodSide, fmt.Sprintf("%s: deliveries bypass %s's hook on the host veth; the rule now runs on the pod's %s", d, ifc.Name, ifc.Pod.IfName))
+	}
+	// A custom program goes with its direction: the deliveries that skip
+	// the host veth's hook skip the program there too.
+	if pod != nil && st.progs != [2]string{} {
+		r.applyPrograms(pod, st, pol)
 	}
 }
 

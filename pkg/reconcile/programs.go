@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
+	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 )
 
 // programWant is the filter name each direction's custom program has as
@@ -51,7 +52,7 @@ func (r *Reconciler) applyPrograms(pod *corev1.Pod, ps *podState, want rules.Pol
 	if want[rules.Egress].Program == nil && want[rules.Ingress].Program == nil {
 		// Nothing asked: only a program this agent (or an earlier one)
 		// put there needs removing, which the shaper's step does.
-		if !r.hadPrograms(ps.ifc.Index) {
+		if !r.hadPrograms(ps.ifc) {
 			return
 		}
 	}
@@ -75,17 +76,17 @@ func (r *Reconciler) applyPrograms(pod *corev1.Pod, ps *podState, want rules.Pol
 
 // hadPrograms reports whether any pod state this process applied to the
 // interface had a custom program, or the interface has a program filter.
-func (r *Reconciler) hadPrograms(ifindex int) bool {
+func (r *Reconciler) hadPrograms(ifc shaper.Interface) bool {
 	r.mu.Lock()
 	for _, st := range r.applied {
-		if st.ifc.Index == ifindex && st.progUp != [2]string{} {
+		if st.ifc.Index == ifc.Index && st.progUp != [2]string{} {
 			r.mu.Unlock()
 			return true
 		}
 	}
 	r.mu.Unlock()
-	// After a restart nothing is known: the filters say.
-	return r.node.HasPrograms(ifindex)
+	// After a restart nothing is known: the filters and links say.
+	return r.node.HasPrograms(ifc)
 }
 
 // effective computes the pod's policy at this moment: sources whose time

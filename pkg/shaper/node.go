@@ -139,9 +139,9 @@ func (n *Node) ProgramsIntact(ifc Interface, want [2]string) (ok bool) {
 
 // HasPrograms reports whether the interface carries a custom program
 // filter (true when unsure, so that the caller's cleanup step looks).
-func (n *Node) HasPrograms(ifindex int) bool {
+func (n *Node) HasPrograms(ifc Interface) bool {
 	found := true
-	n.in(func() error { found = n.sh.HasPrograms(ifindex); return nil })
+	n.in(func() error { found = n.sh.HasPrograms(ifc); return nil })
 	return found
 }
 

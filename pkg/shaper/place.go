@@ -100,10 +100,8 @@ func (s *Shaper) place(site hookSite, prog *ebpf.Program) (moved bool, err error
 			}
 		}
 		// A custom program follows ours onto tcx, right behind it.
-		if !site.podSide {
-			if err := s.followProgram(site); err != nil {
-				return moved, err
-			}
+		if err := s.followProgram(site); err != nil {
+			return moved, err
 		}
 		return moved, nil
 	}
@@ -269,8 +267,11 @@ func (s *Shaper) Hold(ifc Interface) (retaken []Placement, err error) {
 		var pp Placement
 		err := podnet.Do(ifc.Pod.NetnsPath, func() error {
 			pp = s.inspect(ps)
-			if pp.Err != nil || pp.First() {
+			if pp.Err != nil {
 				return pp.Err
+			}
+			if pp.First() {
+				return s.followProgram(ps)
 			}
 			prog, err := s.dp.PodSideProgram(ifc.Index, d)
 			if err != nil {
@@ -339,7 +340,8 @@ func (s *Shaper) forgetTCX(ifindex int) error {
 	ifc := Interface{Index: ifindex}
 	var errs []error
 	for _, d := range rules.Directions {
-		for _, pin := range []string{s.hostSite(ifc, d).pin, programPin(s.hostSite(ifc, d)), s.podSite(ifc, d).pin} {
+		host, pod := s.hostSite(ifc, d), s.podSite(ifc, d)
+		for _, pin := range []string{host.pin, programPin(host), pod.pin, programPin(pod)} {
 			_, _, err := attach.PinnedTCX(pin)
 			errs = append(errs, err)
 		}

@@ -10,11 +10,14 @@ import (
 
 	"github.com/kubeshaper/kubeshaper/pkg/attach"
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/podnet"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
 // A custom program (kubeshaper.io/program) runs right behind kubeshaper's
-// own program on the same host-veth hook, in the form ours has there:
+// own program for its direction — on the host veth, or on the pod's own
+// interface where the direction is handled there (deliveries that skip the
+// host veth would skip the program too) — in the form ours has there:
 //   - ours a cls_bpf filter (pref 1): the custom program is a cls_bpf
 //     filter in the second slot (pref 2), which the kernel runs next;
 //   - ours a tcx link (another tool's program is on the hook): the custom
@@ -65,81 +68,141 @@ func ourTCX(site hookSite) (attach.TCXLink, bool, error) {
 	return cur, true, nil
 }
 
+// programSite is where d's custom program runs: behind our program for
+// d, on the pod's interface where atPod says d is handled there. netns is
+// the pod's for a pod-side site, "" for the node's.
+func (s *Shaper) programSite(ifc Interface, d rules.Direction, atPod [2]bool) (site hookSite, netns string) {
+	if atPod[d] && ifc.Pod.NetnsPath != "" {
+		return s.podSite(ifc, d), ifc.Pod.NetnsPath
+	}
+	return s.hostSite(ifc, d), ""
+}
+
+// otherSite is the site d's custom program must not be on (the one
+// programSite did not pick); ok false when it cannot be reached (no pod
+// end known).
+func (s *Shaper) otherSite(ifc Interface, d rules.Direction, atPod [2]bool) (site hookSite, netns string, ok bool) {
+	if atPod[d] && ifc.Pod.NetnsPath != "" {
+		return s.hostSite(ifc, d), "", true
+	}
+	if ifc.Pod.NetnsPath == "" || ifc.Pod.IfIndex == 0 {
+		return site, "", false
+	}
+	return s.podSite(ifc, d), ifc.Pod.NetnsPath, true
+}
+
+// inNetns runs fn in netns ("" = the caller's, the node's).
+func inNetns(netns string, fn func() error) error {
+	if netns == "" {
+		return fn()
+	}
+	return podnet.Do(netns, fn)
+}
+
 // ApplyPrograms puts the custom programs pol asks for (kubeshaper.io/
-// program) on ifc, each right behind kubeshaper's own program on its hook
-// (see above), and removes those it no longer asks for. It is a separate
-// step from Apply, run after it: a program that cannot be loaded (missing
-// file, bad parameter, verifier rejection) leaves no program on that hook
-// and does not touch the built-in rules, which keep working. A program
-// already in place under the wanted name (same file content, same
-// parameters) is left as it is.
+// program) on ifc, each right behind kubeshaper's own program for its
+// direction (see above), and removes those it no longer asks for. It is a
+// separate step from Apply, run after it (Apply decides which directions
+// run at the pod): a program that cannot be loaded (missing file, bad
+// parameter, verifier rejection) leaves no program on that hook and does
+// not touch the built-in rules, which keep working. A program already in
+// place under the wanted name (same file content, same parameters) is
+// left as it is. Runs in the node netns.
 func (s *Shaper) ApplyPrograms(ifc Interface, pol rules.Policy) [2]ProgramStatus {
 	var out [2]ProgramStatus
-	present, listErr := attach.ListProgramFilters(ifc.Index)
+	atPod := s.atPod(ifc)
 	for _, d := range rules.Directions {
-		site := s.hostSite(ifc, d)
+		site, netns := s.programSite(ifc, d, atPod)
+		if other, ons, ok := s.otherSite(ifc, d, atPod); ok {
+			if err := inNetns(ons, func() error { return s.removeProgram(other) }); err != nil && !isGone(err) {
+				out[d].Err = err
+			}
+		}
 		p := pol[d].Program
-		if p == nil {
-			out[d].Err = s.removeProgram(site)
-			continue
-		}
-		name, err := datapath.CustomFilterName(s.ProgramDir, *p, d)
-		if err != nil {
-			out[d].Err = errors.Join(err, s.removeProgram(site))
-			continue
-		}
-		out[d].Filter = name
-		if listErr == nil && s.programInPlace(site, name, present) {
-			continue
-		}
-		prog, name, err := s.dp.LoadCustom(s.ProgramDir, *p, d)
-		if err != nil {
-			out[d].Err = errors.Join(err, s.removeProgram(site))
-			continue
-		}
-		out[d].Filter = name
-		out[d].Err = s.putProgram(site, prog, name)
-		prog.Close() // the filter or link holds the program
+		err := inNetns(netns, func() error {
+			if p == nil {
+				return s.removeProgram(site)
+			}
+			name, err := datapath.CustomFilterName(s.ProgramDir, *p, d)
+			if err != nil {
+				return errors.Join(err, s.removeProgram(site))
+			}
+			out[d].Filter = name
+			present, listErr := attach.ListProgramFilters(site.ifindex)
+			if listErr == nil && s.programInPlace(site, name, present) {
+				return nil
+			}
+			prog, name, err := s.dp.LoadCustom(s.ProgramDir, *p, d)
+			if err != nil {
+				return errors.Join(err, s.removeProgram(site))
+			}
+			defer prog.Close() // the filter or link holds the program
+			out[d].Filter = name
+			return s.putProgram(site, prog, name)
+		})
+		out[d].Err = errors.Join(out[d].Err, err)
 	}
 	return out
 }
 
 // ProgramsIntact reports whether ifc carries exactly the custom programs
-// named in want (a "" name: none on that hook), each in its place.
+// named in want (a "" name: none for that direction), each in its place.
+// Runs in the node netns.
 func (s *Shaper) ProgramsIntact(ifc Interface, want [2]string) bool {
-	present, err := attach.ListProgramFilters(ifc.Index)
-	if err != nil {
-		return false
-	}
+	atPod := s.atPod(ifc)
 	for _, d := range rules.Directions {
-		site := s.hostSite(ifc, d)
-		if want[d] != "" {
-			if !s.programInPlace(site, want[d], present) {
+		if other, ons, ok := s.otherSite(ifc, d, atPod); ok {
+			var there bool
+			if err := inNetns(ons, func() error { there = s.anyProgram(other); return nil }); err != nil || there {
 				return false
 			}
-			continue
 		}
-		_, linked, err := attach.PinnedTCX(programPin(site))
-		if err != nil || linked || slices.ContainsFunc(present, func(f attach.Filter) bool { return f.Hook == site.hook }) {
+		site, netns := s.programSite(ifc, d, atPod)
+		ok := false
+		err := inNetns(netns, func() error {
+			if want[d] == "" {
+				ok = !s.anyProgram(site)
+				return nil
+			}
+			present, err := attach.ListProgramFilters(site.ifindex)
+			ok = err == nil && s.programInPlace(site, want[d], present)
+			return nil
+		})
+		if err != nil || !ok {
 			return false
 		}
 	}
 	return true
 }
 
-// HasPrograms reports whether the interface carries a custom program in
-// either form (true when unsure, so that the caller's cleanup step looks).
-func (s *Shaper) HasPrograms(ifindex int) bool {
-	fl, err := attach.ListProgramFilters(ifindex)
-	if err != nil || len(fl) > 0 {
-		return true
-	}
+// HasPrograms reports whether ifc carries a custom program in either form,
+// host or pod side (true when unsure, so that the caller's cleanup step
+// looks). Runs in the node netns.
+func (s *Shaper) HasPrograms(ifc Interface) bool {
 	for _, d := range rules.Directions {
-		if _, linked, err := attach.PinnedTCX(programPin(s.hostSite(Interface{Index: ifindex}, d))); err != nil || linked {
+		if s.anyProgram(s.hostSite(ifc, d)) {
 			return true
+		}
+		if ifc.Pod.NetnsPath != "" && ifc.Pod.IfIndex != 0 {
+			found := true
+			_ = podnet.Do(ifc.Pod.NetnsPath, func() error { found = s.anyProgram(s.podSite(ifc, d)); return nil })
+			if found {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// anyProgram reports whether the site has a custom program in either form
+// (true when unsure). Runs in the site's netns.
+func (s *Shaper) anyProgram(site hookSite) bool {
+	fl, err := attach.ListProgramFilters(site.ifindex)
+	if err != nil || slices.ContainsFunc(fl, func(f attach.Filter) bool { return f.Hook == site.hook }) {
+		return true
+	}
+	_, linked, err := attach.PinnedTCX(programPin(site))
+	return err != nil || linked
 }
 
 // programInPlace reports whether the site carries the custom program
@@ -242,30 +305,38 @@ func (s *Shaper) followProgram(site hookSite) error {
 	return s.putProgram(site, prog, name)
 }
 
-// ProgramAttachments names, per direction, the custom program on ifc's
-// host veth and its form: "host ingress: tcx link 12 drop_port (prog 40),
-// behind ours" or "host ingress: cls_bpf kubeshaper_prog_… (prog 40, pref
-// 2)"; "" where there is none. Runs in the node netns.
+// ProgramAttachments names, per direction, the custom program of ifc and
+// where it runs: "host ingress: tcx link 12 (prog 40), right behind ours"
+// or "pod ingress: cls_bpf kubeshaper_prog_… (prog 40, pref 2)"; "" where
+// there is none. Runs in the node netns.
 func (s *Shaper) ProgramAttachments(ifc Interface) [2]string {
 	var out [2]string
-	fl, _ := attach.ListProgramFilters(ifc.Index)
+	atPod := s.atPod(ifc)
 	for _, d := range rules.Directions {
-		site := s.hostSite(ifc, d)
-		where := "host " + site.hook.String() + ": "
-		if l, ok, err := attach.PinnedTCX(programPin(site)); err == nil && ok {
-			ours, _, _ := ourTCX(site)
-			rel := "NOT right behind ours"
-			if attach.Behind(site.ifindex, site.hook, ours.LinkID, l.LinkID) {
-				rel = "right behind ours"
-			}
-			out[d] = fmt.Sprintf("%stcx link %d (prog %d), %s", where, l.LinkID, l.ProgID, rel)
-			continue
-		}
-		for _, f := range fl {
-			if f.Hook == site.hook {
-				out[d] = fmt.Sprintf("%scls_bpf %s (prog %d, pref %d)", where, f.Name, f.ProgID, f.Priority)
-			}
-		}
+		site, netns := s.programSite(ifc, d, atPod)
+		_ = inNetns(netns, func() error { out[d] = s.describeProgram(site); return nil })
 	}
 	return out
+}
+
+func (s *Shaper) describeProgram(site hookSite) string {
+	where := "host " + site.hook.String() + ": "
+	if site.podSide {
+		where = "pod " + site.hook.String() + ": "
+	}
+	if l, ok, err := attach.PinnedTCX(programPin(site)); err == nil && ok {
+		ours, _, _ := ourTCX(site)
+		rel := "NOT right behind ours"
+		if attach.Behind(site.ifindex, site.hook, ours.LinkID, l.LinkID) {
+			rel = "right behind ours"
+		}
+		return fmt.Sprintf("%stcx link %d (prog %d), %s", where, l.LinkID, l.ProgID, rel)
+	}
+	fl, _ := attach.ListProgramFilters(site.ifindex)
+	for _, f := range fl {
+		if f.Hook == site.hook {
+			return fmt.Sprintf("%scls_bpf %s (prog %d, pref %d)", where, f.Name, f.ProgID, f.Priority)
+		}
+	}
+	return ""
 }

@@ -377,7 +377,8 @@ func (s *Shaper) Clear(ifc Interface) error {
 	podOwned := !known || ownsPod(prev[rules.Egress]) || prev[rules.Ingress].AtPod()
 	if ifc.Pod.NetnsPath != "" && podOwned {
 		err := podnet.Do(ifc.Pod.NetnsPath, func() error {
-			return errors.Join(s.unplace(s.podSite(ifc, rules.Egress)), s.unplace(s.podSite(ifc, rules.Ingress)),
+			pe, pi := s.podSite(ifc, rules.Egress), s.podSite(ifc, rules.Ingress)
+			return errors.Join(s.removeProgram(pe), s.removeProgram(pi), s.unplace(pe), s.unplace(pi),
 				attach.RemoveRootQdiscIfOurs(ifc.Pod.IfIndex))
 		})
 		if err != nil && !isGone(err) {

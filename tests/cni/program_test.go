@@ -2,6 +2,7 @@ package cni
 
 import (
 	"fmt"
+	"github.com/cilium/ebpf/link"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,4 +117,77 @@ func (f *fixture) chain(t *testing.T, ifc shaper.Interface) []attach.Entry {
 	}
 	f.inNode(t, func() (err error) { c, err = attach.Chain(ifc.Index, attach.HookIngress, links...); return err })
 	return c
+}
+
+// A custom program goes pod-side with its direction: on a peer-redirect
+// path (BPF host routing) the host veth's tc egress never sees what pod b
+// receives, so an ingress program left there would not run at all.
+func TestCustomProgramFollowsPodSide(t *testing.T) {
+	f := setup(t)
+	f.sh.ProgramDir = netlab.ProgramDir(t)
+	ifa, ifb := f.iface(t, f.a), f.iface(t, f.b)
+	prog, err := foreign.Load(foreign.Peer, f.target(t, ifb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	if attach.TCXSupported() {
+		var l link.Link
+		f.inNode(t, func() (err error) { l, err = foreign.AttachTCX(ifa.Index, true, false, prog); return err })
+		defer l.Close()
+	} else if err := foreign.AddClsBPF(f.lab.Node, ifa.Name, "ingress", prog, filepath.Join(f.pins, "peer")); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := rules.ParseValue("kubeshaper.io/program", "drop_port ingress PORT=7201 PROTO=17")
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyAll := func() {
+		t.Helper()
+		f.apply(t, ifb, pol)
+		var st [2]shaper.ProgramStatus
+		f.inNode(t, func() error { st = f.sh.ApplyPrograms(ifb, pol); return nil })
+		if st[rules.Ingress].Err != nil || st[rules.Ingress].Filter == "" {
+			t.Fatalf("custom program: %+v", st[rules.Ingress])
+		}
+	}
+	arrived := func(port int) int {
+		t.Helper()
+		r, err := netlab.UDPStream(f.a, f.b, port, 500, 200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Received
+	}
+	applyAll()
+	if n := arrived(7201); n != 500 {
+		t.Fatalf("host-side program on a peer-redirect path: %d of 500 arrived, want all (the path skips it)", n)
+	}
+	ifb.PodSide[rules.Ingress] = true
+	applyAll()
+	if n := arrived(7201); n != 0 {
+		t.Fatalf("pod-side program: %d of 500 datagrams to the dropped port arrived", n)
+	}
+	if n := arrived(7202); n != 500 {
+		t.Fatalf("pod-side program: %d of 500 datagrams to another port arrived", n)
+	}
+	var where [2]string
+	intact := false
+	f.inNode(t, func() error {
+		where = f.sh.ProgramAttachments(ifb)
+		var st [2]shaper.ProgramStatus
+		st = f.sh.ApplyPrograms(ifb, pol) // again: nothing to do
+		intact = f.sh.ProgramsIntact(ifb, [2]string{rules.Ingress: st[rules.Ingress].Filter})
+		return nil
+	})
+	if !strings.HasPrefix(where[rules.Ingress], "pod ingress: cls_bpf") || !intact {
+		t.Fatalf("program placement %q, intact %v", where[rules.Ingress], intact)
+	}
+	if out := f.lab.In(f.lab.Node, "tc", "filter", "show", "dev", ifb.Name, "egress"); strings.Contains(out, "drop_port") {
+		t.Fatalf("the host-side copy stayed:\n%s", out)
+	}
+	f.inNode(t, func() error { return f.sh.Clear(ifb) })
+	if out := f.lab.In(f.b.Name, "tc", "filter", "show", "dev", "eth0", "ingress"); strings.Contains(out, "kubeshaper") {
+		t.Fatalf("clear left pod-side filters:\n%s", out)
+	}
 }
