@@ -79,14 +79,6 @@ func (w *World) AddPod(name string) *netlab.Pod {
 // addresses are new unless the caller reuses them with AddPodAt.
 func (w *World) TryAddPod(name string) (*netlab.Pod, error) {
 	w.podMu.Lock()
-	if w.ips == nil {
-		b, err := claimBlock()
-		if err != nil {
-			w.podMu.Unlock()
-			return nil, err
-		}
-		w.ips = b
-	}
 	i := w.seq
 	w.seq++
 	w.podMu.Unlock()
@@ -101,15 +93,11 @@ func (w *World) TryAddPod(name string) (*netlab.Pod, error) {
 // be gone.
 func (w *World) AddPodAt(name string, slot int) (*netlab.Pod, error) {
 	w.podMu.Lock()
-	if w.ips == nil {
-		b, err := claimBlock()
-		if err != nil {
-			w.podMu.Unlock()
-			return nil, err
-		}
-		w.ips = b
+	ip, hostIP, err := w.addrsLocked(slot)
+	if err != nil {
+		w.podMu.Unlock()
+		return nil, err
 	}
-	ip, hostIP := w.ips.addrs(slot)
 	w.vseq++
 	veth := w.Lab.Prefix + "v" + strconv.FormatInt(int64(w.vseq), 36)
 	w.podMu.Unlock()
@@ -139,6 +127,12 @@ func (w *World) removeFastPods() {
 func (w *World) AddrsAt(slot int) (pod, host net.IP, err error) {
 	w.podMu.Lock()
 	defer w.podMu.Unlock()
+	return w.addrsLocked(slot)
+}
+
+// addrsLocked is AddrsAt with podMu held: the World claims its block on
+// first use.
+func (w *World) addrsLocked(slot int) (pod, host net.IP, err error) {
 	if w.ips == nil {
 		if w.ips, err = claimBlock(); err != nil {
 			return nil, nil, err
