@@ -102,6 +102,18 @@ func ratios(t *testing.T, from, to *netlab.Pod) []float64 {
 	return r
 }
 
+// measure is one side of a case, pod a sending to pod b: the wire rate's
+// ratios, then what status says of dev's direction while traffic flows.
+func (f *fixture) measure(t *testing.T, dev, dir string) ([]float64, cliDirection) {
+	return ratios(t, f.a, f.b), f.statusDuring(t, f.a, f.b, dev, dir)
+}
+
+// after measures the case after its action (its median too).
+func (c *cliCase) after(t *testing.T, f *fixture, dev, dir string) {
+	c.After, c.StatusA = f.measure(t, dev, dir)
+	c.Median = stats.Median(c.After)
+}
+
 type cliCase struct {
 	Setup   string       `json:"setup"`
 	Before  []float64    `json:"before_ratios,omitempty"`
@@ -127,9 +139,9 @@ func TestBenchCLI(t *testing.T) {
 	{
 		f := setup(t)
 		f.cli(t, "iface", "apply", f.a.HostVeth, egress)
-		r := ratios(t, f.a, f.b)
-		res["alone"] = cliCase{Setup: "kubeshaper alone", Action: "iface apply", After: r, Median: stats.Median(r),
-			StatusA: f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")}
+		c := cliCase{Setup: "kubeshaper alone", Action: "iface apply"}
+		c.after(t, f, f.a.HostVeth, "egress")
+		res["alone"] = c
 		f.cli(t, "iface", "clear", f.a.HostVeth)
 	}
 	// The issue's first bypass: a tcx program at the tail returning
@@ -140,13 +152,10 @@ func TestBenchCLI(t *testing.T) {
 		f.cli(t, "iface", "apply", f.a.HostVeth, egress)
 		f.foreignTCX(t, foreign.OK, foreign.Target{}, ifa.Index, true, false)
 		c := cliCase{Setup: "tcx program at the tail returning TC_ACT_OK, added after the rule (Cilium's cil_from_container)"}
-		c.Before = ratios(t, f.a, f.b)
-		c.Status = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
+		c.Before, c.Status = f.measure(t, f.a.HostVeth, "egress")
 		c.Action = "iface apply again: kubeshaper moves to the tcx head"
 		f.cli(t, "iface", "apply", f.a.HostVeth, egress)
-		c.After = ratios(t, f.a, f.b)
-		c.Median = stats.Median(c.After)
-		c.StatusA = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
+		c.after(t, f, f.a.HostVeth, "egress")
 		res["tcx_tail_ok"] = c
 		f.cli(t, "iface", "clear", f.a.HostVeth)
 	}
@@ -163,13 +172,10 @@ func TestBenchCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := cliCase{Setup: "cls_bpf filter at pref 1 handle 1 added after ours, returning TC_ACT_OK (Cilium's legacy slot)"}
-		c.Before = ratios(t, f.a, f.b)
-		c.Status = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
+		c.Before, c.Status = f.measure(t, f.a.HostVeth, "egress")
 		c.Action = "iface apply again: kubeshaper moves to the tcx head, the other filter stays"
 		f.cli(t, "iface", "apply", f.a.HostVeth, egress)
-		c.After = ratios(t, f.a, f.b)
-		c.Median = stats.Median(c.After)
-		c.StatusA = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
+		c.after(t, f, f.a.HostVeth, "egress")
 		res["clsbpf_pref1_after"] = c
 		f.cli(t, "iface", "clear", f.a.HostVeth)
 	}
@@ -189,13 +195,10 @@ func TestBenchCLI(t *testing.T) {
 		in := `bandwidth=50mbit ingress`
 		f.cli(t, "iface", "apply", f.b.HostVeth, in)
 		c := cliCase{Setup: "bpf_redirect_peer into pod b from a program on pod a's host veth (BPF host routing), ingress rule on b's host veth"}
-		c.Before = ratios(t, f.a, f.b)
-		c.Status = f.statusDuring(t, f.a, f.b, f.b.HostVeth, "ingress")
+		c.Before, c.Status = f.measure(t, f.b.HostVeth, "ingress")
 		c.Action = "iface apply --pod-side ingress: the rule runs on b's eth0 tc ingress"
 		f.cli(t, "iface", "apply", "--pod-side", "ingress", f.b.HostVeth, in)
-		c.After = ratios(t, f.a, f.b)
-		c.Median = stats.Median(c.After)
-		c.StatusA = f.statusDuring(t, f.a, f.b, f.b.HostVeth, "ingress")
+		c.after(t, f, f.b.HostVeth, "ingress")
 		res["peer_redirect_ingress"] = c
 		f.cli(t, "iface", "clear", f.b.HostVeth)
 	}
@@ -206,9 +209,7 @@ func TestBenchCLI(t *testing.T) {
 		f.foreignTCX(t, foreign.OK, foreign.Target{}, ifa.Index, true, true)
 		f.cli(t, "iface", "apply", "--tcx-yield-to", foreign.OK, f.a.HostVeth, egress)
 		c := cliCase{Setup: "tcx program at the head returning TC_ACT_OK that must not be displaced (--tcx-yield-to)", Action: "iface apply --tcx-yield-to foreign_ok"}
-		c.After = ratios(t, f.a, f.b)
-		c.Median = stats.Median(c.After)
-		c.StatusA = f.statusDuring(t, f.a, f.b, f.a.HostVeth, "egress")
+		c.after(t, f, f.a.HostVeth, "egress")
 		if c.StatusA.Enforced {
 			t.Errorf("yielded head program that ends the hook: status says enforced")
 		}
