@@ -122,7 +122,7 @@ func (f *fakeNode) ApplyPrograms(ifc shaper.Interface, pol rules.Policy) (st [2]
 }
 
 func (f *fakeNode) ProgramsIntact(shaper.Interface, [2]string) bool { return true }
-func (f *fakeNode) HasPrograms(shaper.Interface) bool                            { return false }
+func (f *fakeNode) HasPrograms(shaper.Interface) bool               { return false }
 
 func (f *fakeNode) CollectLeftovers(claimed func(int) bool) ([]int, error) {
 	f.mu.Lock()
