@@ -21,8 +21,8 @@ var ReasonNames = map[int]string{
 	ReasonProgram:   "program",
 }
 
-// PcpuCounters is one CPU's share of the per-packet counters.
-type PcpuCounters = shaperKsPcpuCounters
+// pcpuCounters is one CPU's share of the per-packet counters.
+type pcpuCounters = shaperKsPcpuCounters
 
 // Counters sums key's counters: the shared ones and every CPU's packets
 // and bytes. ok is false when the interface has no entries.
@@ -34,7 +34,7 @@ func (d *Datapath) Counters(key Key) (c Counters, ok bool, err error) {
 	if err := d.objs.KsStats.Lookup(i, &c); err != nil {
 		return c, false, fmt.Errorf("reading counters for %s: %w", keyString(key), err)
 	}
-	var per []PcpuCounters
+	var per []pcpuCounters
 	if err := d.objs.KsPcpu.Lookup(i, &per); err != nil {
 		return c, false, fmt.Errorf("reading counters for %s: %w", keyString(key), err)
 	}

@@ -169,5 +169,5 @@ func (d *Datapath) zeroCounters(i uint32) error {
 	if err := d.objs.KsStats.Update(i, Counters{}, ebpf.UpdateAny); err != nil {
 		return err
 	}
-	return d.objs.KsPcpu.Update(i, make([]PcpuCounters, ebpf.MustPossibleCPU()), ebpf.UpdateAny)
+	return d.objs.KsPcpu.Update(i, make([]pcpuCounters, ebpf.MustPossibleCPU()), ebpf.UpdateAny)
 }

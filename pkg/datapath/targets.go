@@ -110,11 +110,12 @@ func PeersFor(p rules.DirectionPolicy, svc ServicePeers) []PeerEntry {
 	return out
 }
 
-// PeerKey mirrors struct ks_peer_key.
-type PeerKey = shaperKsPeerKey
+// peerMapKey is the key of ks_peers (struct ks_peer_key): the datapath's own;
+// callers see PeerEntry.
+type peerMapKey = shaperKsPeerKey
 
-func peerKey(key Key, pr netip.Prefix) PeerKey {
-	k := PeerKey{Ifindex: key.Ifindex, Dir: uint8(key.Dir), Prefixlen: 64 + uint32(pr.Bits())}
+func peerKey(key Key, pr netip.Prefix) peerMapKey {
+	k := peerMapKey{Ifindex: key.Ifindex, Dir: uint8(key.Dir), Prefixlen: 64 + uint32(pr.Bits())}
 	a := pr.Addr()
 	if a.Is4() {
 		k.Family = 4
@@ -129,11 +130,11 @@ func peerKey(key Key, pr netip.Prefix) PeerKey {
 }
 
 // peerKeysOf lists the ks_peers keys of key (every key when all is set).
-func (d *Datapath) peerKeysOf(key Key, all bool) ([]PeerKey, error) {
-	var out []PeerKey
+func (d *Datapath) peerKeysOf(key Key, all bool) ([]peerMapKey, error) {
+	var out []peerMapKey
 	var cur any
 	for {
-		var next PeerKey
+		var next peerMapKey
 		err := d.objs.KsPeers.NextKey(cur, &next)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return out, nil
@@ -159,7 +160,7 @@ func (d *Datapath) SetPeers(key Key, entries []PeerEntry) error {
 }
 
 func (d *Datapath) setPeers(key Key, entries []PeerEntry) error {
-	want := make(map[PeerKey]uint32, len(entries))
+	want := make(map[peerMapKey]uint32, len(entries))
 	for _, e := range entries {
 		want[peerKey(key, e.Prefix)] = e.Targets
 	}
@@ -201,7 +202,7 @@ func (d *Datapath) Peers(key Key) ([]PeerEntry, error) {
 }
 
 // Prefix is the key's prefix.
-func (k PeerKey) Prefix() netip.Prefix {
+func (k peerMapKey) Prefix() netip.Prefix {
 	bits := int(k.Prefixlen) - 64
 	if k.Family == 4 {
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k.Addr[:4])), bits)
