@@ -9,10 +9,15 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 )
 
-// Key names one {host interface, direction} in every map.
-type Key = shaperKsKey
+// Key names one {host interface, direction}: the programs find its
+// entries through the interface's slot (slots.go), so no map is keyed by
+// it directly.
+type Key struct {
+	Ifindex uint32
+	Dir     uint32 // a rules.Direction
+}
 
-// KeyOf builds a map key.
+// KeyOf builds a Key.
 func KeyOf(ifindex int, dir rules.Direction) Key {
 	return Key{Ifindex: uint32(ifindex), Dir: uint32(dir)}
 }
