@@ -75,6 +75,7 @@ func main() {
 	fs.StringVar(&o.yieldTo, "tcx-yield-to", "", "comma-separated tcx program names (as bpftool shows them) that kubeshaper lets run first on a pod's hooks instead of taking the head; pods behind one that ends the hook are reported not enforced")
 	fs.StringVar(&o.nsSelector, "namespace-selector", "", "label selector on Namespaces (e.g. 'kubeshaper.io/allowed=true'): only their pods are shaped and counted; pods of other namespaces are left alone even when annotated (default: every namespace)")
 	fs.Parse(os.Args[1:])
+	tuneGC()
 
 	log, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {
