@@ -97,12 +97,9 @@ func TestAgentHoldsPosition(t *testing.T) {
 		ps = append(ps, p)
 	}
 	a := w.StartAgent(keepRules)
-	pins := t.TempDir()
-	if err := os.MkdirAll("/sys/fs/bpf/kscn-"+filepath.Base(pins), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	pins = "/sys/fs/bpf/kscn-" + filepath.Base(pins)
-	t.Cleanup(func() { os.RemoveAll(pins) })
+	// Random, not t.TempDir's "001": another run of this test (another
+	// checkout) removing its own dir must not remove ours.
+	pins := netlab.PinDir(t, "kscn")
 	for _, p := range ps {
 		w.WaitRate(p, 0, 50e6)
 	}
