@@ -2,8 +2,24 @@ package datapath
 
 import "fmt"
 
-// Counters is one CPU's (or, summed, the interface's) counters.
-type Counters = shaperKsCounters
+// Counters are an {interface, direction}'s counters: packets and wire
+// bytes seen (every CPU's, summed), drops by reason, and what the
+// impairments did. Read from the ks_stats value (struct ks_counters).
+type Counters struct {
+	Packets, Bytes uint64
+	// DropPackets and DropBytes are indexed by reason (ReasonBandwidth, …).
+	DropPackets, DropBytes [reasonSlots]uint64
+	Duplicated, Corrupted  uint64
+	// CorruptSkipped counts packets chosen for corruption that had no
+	// payload to corrupt.
+	CorruptSkipped uint64
+	// TcpDataBwDrops counts bandwidth drops of TCP segments carrying data.
+	TcpDataBwDrops uint64
+}
+
+// reasonSlots is KS_REASON_MAX of bpf/shaper.h, read from the generated
+// struct so that it cannot drift.
+const reasonSlots = len(shaperKsCounters{}.DropPackets)
 
 // Drop reasons, indexes into Counters.DropPackets/DropBytes.
 const (
@@ -31,14 +47,19 @@ func (d *Datapath) Counters(key Key) (c Counters, ok bool, err error) {
 	if err != nil || !ok {
 		return c, false, err
 	}
-	if err := d.objs.KsStats.Lookup(i, &c); err != nil {
+	var raw shaperKsCounters
+	if err := d.objs.KsStats.Lookup(i, &raw); err != nil {
 		return c, false, fmt.Errorf("reading counters for %s: %w", keyString(key), err)
+	}
+	c = Counters{
+		DropPackets: raw.DropPackets, DropBytes: raw.DropBytes,
+		Duplicated: raw.Duplicated, Corrupted: raw.Corrupted,
+		CorruptSkipped: raw.CorruptSkipped, TcpDataBwDrops: raw.TcpDataBwDrops,
 	}
 	var per []pcpuCounters
 	if err := d.objs.KsPcpu.Lookup(i, &per); err != nil {
 		return c, false, fmt.Errorf("reading counters for %s: %w", keyString(key), err)
 	}
-	c.Packets, c.Bytes = 0, 0
 	for _, p := range per {
 		c.Packets += p.Packets
 		c.Bytes += p.Bytes

@@ -166,7 +166,7 @@ func (d *Datapath) owners() ([]uint32, error) {
 
 // zeroCounters clears the counters at index i.
 func (d *Datapath) zeroCounters(i uint32) error {
-	if err := d.objs.KsStats.Update(i, Counters{}, ebpf.UpdateAny); err != nil {
+	if err := d.objs.KsStats.Update(i, shaperKsCounters{}, ebpf.UpdateAny); err != nil {
 		return err
 	}
 	return d.objs.KsPcpu.Update(i, make([]pcpuCounters, ebpf.MustPossibleCPU()), ebpf.UpdateAny)
