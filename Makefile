@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-monitoring bench-memory bench-cni readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-monitoring bench-memory bench-cni readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -139,6 +139,11 @@ bench-pacing: bpffs build
 # The agent at 250 pods against a real kube-apiserver (docs/bench/agent.json).
 bench-agent: bpffs
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tools/bench/agentbench/
+
+# The agent's memory with Go's default GOGC against its own (50), side by
+# side against one apiserver (docs/bench/agent-gc.json).
+bench-agent-gc: bpffs
+	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentGCPercent -v -timeout 20m ./tools/bench/agentbench/
 
 # What counting every pod costs: prog.Run ns/packet with flows on vs off,
 # TCP throughput monitored vs not, agent CPU at 1 Gbit/s (docs/bench/monitoring.json).
