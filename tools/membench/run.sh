@@ -28,5 +28,20 @@ for n in $CPUS; do
 		tools/kernels/qemu-exec "$work/membench-today" -pod-counts "$PODS" -baseline-bin "$work/membench-baseline" |
 		grep '^{' >>"$out.new" || echo "membench: the guest with $n CPUs failed" >&2
 done
+# KEEP_OTHER_ROWS=1: a partial run (some CPUS or PODS) replaces only the
+# rows it measured; the others stay as they were, with their own kernel
+# and date of measurement in the file's history.
+if [ "${KEEP_OTHER_ROWS:-0}" = 1 ] && [ -f "$out" ]; then
+	python3 - "$out" "$out.new" <<'PY'
+import json, sys
+old, new = sys.argv[1], sys.argv[2]
+key = lambda r: (r.get("build"), r.get("cpus"), r.get("pods"))
+fresh = [l for l in open(new) if l.startswith("{")]
+have = {key(json.loads(l)) for l in fresh}
+kept = [l for l in open(old) if l.startswith("{") and key(json.loads(l)) not in have]
+rows = sorted(kept + fresh, key=lambda l: (json.loads(l)["cpus"], json.loads(l)["pods"], json.loads(l)["build"] != "today"))
+open(new, "w").writelines(rows)
+PY
+fi
 mv "$out.new" "$out"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
