@@ -80,6 +80,12 @@ func TestAgentScale(t *testing.T) {
 	res["annotate_to_map_p99_ms"] = ms(lat[len(lat)*99/100])
 	res["annotate_to_map_max_ms"] = ms(lat[len(lat)-1])
 	res["rss_after_changes_kib"] = rssKiB(t, ag)
+	// What the RSS is made of: the binary's pages (file) and the Go heap,
+	// stacks and runtime (anonymous).
+	if st, err := ag.ProcStatus(); err == nil {
+		res["rss_anon_after_changes_kib"] = st["RssAnon"]
+		res["rss_file_after_changes_kib"] = st["RssFile"]
+	}
 
 	// A restart adopts 250 pinned rules.
 	ag.Stop(t)
