@@ -129,3 +129,21 @@ func migrateFlows(old *ebpf.Map, spec *ebpf.MapSpec, path string) (int, error) {
 	}
 	return n, nil
 }
+
+// FlowRecords counts the records in use in a ks_flows table (m as pinned):
+// an ARRAY's entries always exist, so leftover checks count ways instead.
+func FlowRecords(m *ebpf.Map) (int, error) {
+	var v flowSet
+	n := 0
+	for i := uint32(0); i < m.MaxEntries(); i++ {
+		if err := m.Lookup(i, &v); err != nil {
+			return n, fmt.Errorf("reading flow set %d: %w", i, err)
+		}
+		for _, w := range v.Ways {
+			if w.Key.Family != 0 {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

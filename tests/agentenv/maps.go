@@ -131,6 +131,9 @@ func PinnedObjects(dir string) (map[string]int, error) {
 		}
 		defer mp.Close()
 		n, err := countKeys(mp)
+		if filepath.Base(rel) == "ks_flows" && mp.Type() == ebpf.Array {
+			n, err = datapath.FlowRecords(mp) // a table: its ways in use
+		}
 		if err != nil {
 			return err
 		}
