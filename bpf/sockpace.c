@@ -66,6 +66,13 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define ETH_HLEN 14
+#define SOL_TCP 6
+#define TCP_BPF_SNDCWND_CLAMP 1002
+#define KSP_NO_CLAMP 0x7fffffff /* TCP's own default ssthresh */
+
+/* Below this payload rate (6.5 MB/s, 52 Mbit/s) a 64 KB TSO burst lasts
+ * more than 10 ms at the rate: the congestion window is clamped. */
+#define KSP_CLAMP_BELOW (65536ULL * 100)
 
 /* Epoch length: 2^27 ns = 134 ms. A heavy flow at the smallest share
  * (10 Mbit/s / 8 flows) gets an ACK every ~20 ms: it is never missed. */
@@ -347,6 +354,52 @@ static __always_inline int set_rate(struct bpf_sock_ops *skops, __u64 rate)
 	return bpf_setsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &v, sizeof(v));
 }
 
+/* clamp_cwnd bounds the socket's bursts at low rates (rate: its payload
+ * pacing rate; 0: lift). TCP paces a socket per skb: it sends one skb,
+ * then waits skb->len / rate. On low-RTT paths (min RTT < 512 us: a veth,
+ * a LAN) the kernel sizes TSO skbs at 64 KB whatever the rate
+ * (tcp_tso_autosize), so a socket paced at 1.25 Mbit/s (10M over 8 flows)
+ * sends 64 KB every 420 ms: 100 ms windows swing from 0 to 5x its rate,
+ * bursts of several flows meet in the policer, and a flow can get no ACK
+ * for whole epochs and so drop out of the count of heavy flows, which
+ * raises the others' shares. TSO skbs are split at the congestion window:
+ * a window of at most 10 segments (1/16 s at the rate, at least 2) keeps
+ * bursts small, and it never limits the rate as long as it holds twice the
+ * rate x smoothed RTT (it grows with the RTT at each ACK). Above 52 Mbit/s
+ * a 64 KB burst is under 10 ms: the window is left alone. Setting the
+ * clamp also sets ssthresh: it is lowered only when it halves. */
+static __always_inline void clamp_cwnd(struct bpf_sock_ops *skops, struct ksp_sock *s, __u64 rate)
+{
+	__u32 mss = skops->mss_cache, want = 0;
+	__u64 srtt = skops->srtt_us >> 3, rtt;
+	int v;
+
+	if (mss < 64 || mss > 65535)
+		mss = 1448;
+	if (rate && rate < KSP_CLAMP_BELOW) {
+		want = (rate >> 4) / mss;
+		if (want > 10)
+			want = 10;
+		if (want < 2)
+			want = 2;
+		rtt = 2 * rate * srtt / 1000000 / mss + 1;
+		if (rtt > want)
+			want = rtt > KSP_NO_CLAMP ? KSP_NO_CLAMP : rtt;
+	} else if (s->clamp) {
+		want = KSP_NO_CLAMP;
+	}
+	if (!want || want == s->clamp)
+		return;
+	if (s->clamp && want < s->clamp && want > s->clamp / 2)
+		return;
+	v = want;
+	if (bpf_setsockopt(skops, SOL_TCP, TCP_BPF_SNDCWND_CLAMP, &v, sizeof(v))) {
+		stat(KSP_STAT_SET_ERROR);
+		return;
+	}
+	s->clamp = want == KSP_NO_CLAMP ? 0 : want;
+}
+
 static __always_inline void update(struct bpf_sock_ops *skops, struct bpf_sock *sk, struct ksp_sock *s)
 {
 	/* Accounted whatever happens next: an application pacing itself
@@ -382,19 +435,21 @@ static __always_inline void update(struct bpf_sock_ops *skops, struct bpf_sock *
 		/* The rule went: lift what we set. */
 		set_rate(skops, ~0ULL);
 		s->rate = 0;
+		clamp_cwnd(skops, s, 0);
 		stat(KSP_STAT_LIFTED);
 		return;
 	}
-	if (want == s->rate)
-		return;
-	if (set_rate(skops, want)) {
-		stat(KSP_STAT_SET_ERROR);
-		return;
+	if (want != s->rate) {
+		if (set_rate(skops, want)) {
+			stat(KSP_STAT_SET_ERROR);
+			return;
+		}
+		if (!s->rate)
+			stat(KSP_STAT_PACED);
+		s->rate = want;
+		stat(KSP_STAT_UPDATES);
 	}
-	if (!s->rate)
-		stat(KSP_STAT_PACED);
-	s->rate = want;
-	stat(KSP_STAT_UPDATES);
+	clamp_cwnd(skops, s, want);
 }
 
 SEC("sockops")

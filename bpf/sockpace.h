@@ -55,6 +55,7 @@ struct ksp_sock {
 	__u32 light[2];  /* bytes added to each group's cur_light in epoch ep */
 	__u32 plight[2]; /* ... and to its prev_light (epoch ep - 1) */
 	__u32 app;       /* the application set its own, lower rate: hands off */
+	__u32 clamp;     /* TCP_BPF_SNDCWND_CLAMP we set (segments); 0 none */
 };
 
 enum ksp_stat {

@@ -58,6 +58,8 @@ type sockpaceKspSock struct {
 	Light  [2]uint32
 	Plight [2]uint32
 	App    uint32
+	Clamp  uint32
+	_      [4]byte
 }
 
 type sockpaceKspStat uint32
