@@ -23,21 +23,22 @@ func main() {
 	}
 	out := string(readme)
 	sections := map[string]func() (string, error){
-		"BENCH-RATE":        rateTable,
-		"BENCH-LATENCY":     latencyTable,
-		"BENCH-LOSS":        lossTable,
-		"BENCH-PROG":        progTable,
-		"BENCH-AGENT":       agentTable,
-		"BENCH-MONITORING":  monitoringTable,
-		"BENCH-RELIABILITY": reliabilityTable,
-		"BENCH-KERNELS":     kernelsTable,
-		"BENCH-CNI":         cniTable,
-		"BENCH-CNI-BEFORE":  cniBeforeTable,
-		"BENCH-PLUGIN":      pluginStatus,
-		"BENCH-LINT":        lintRun,
-		"BENCH-PACING":      pacingTables,
-		"BENCH-COEXIST":     coexistTable,
-		"BENCH-MEMORY":      memoryTable,
+		"BENCH-RATE":         rateTable,
+		"BENCH-LATENCY":      latencyTable,
+		"BENCH-LOSS":         lossTable,
+		"BENCH-PROG":         progTable,
+		"BENCH-AGENT":        agentTable,
+		"BENCH-MONITORING":   monitoringTable,
+		"BENCH-RELIABILITY":  reliabilityTable,
+		"BENCH-KERNELS":      kernelsTable,
+		"BENCH-CNI":          cniTable,
+		"BENCH-CNI-BEFORE":   cniBeforeTable,
+		"BENCH-PLUGIN":       pluginStatus,
+		"BENCH-LINT":         lintRun,
+		"BENCH-PACING":       pacingTables,
+		"BENCH-PACING-RATES": pacingRatesTables,
+		"BENCH-COEXIST":      coexistTable,
+		"BENCH-MEMORY":       memoryTable,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {

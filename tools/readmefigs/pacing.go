@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 	"strings"
 )
 
@@ -10,6 +11,41 @@ import (
 // pacing: make bench-pacing): TCP through a limit, every enforcement side
 // by side (issue 13).
 func pacingTables() (string, error) { return pacingTablesFrom("docs/bench/pacing.json") }
+
+// pacingRatesTables renders the runs at other targets, one table per run
+// (docs/bench/pacing-rates-*.json: tools/bench -sections pacing -rates …
+// with a subset of the modes, when the bench time did not allow the whole
+// matrix in one run).
+func pacingRatesTables() (string, error) {
+	files, err := filepath.Glob("docs/bench/pacing-rates-*.json")
+	if err != nil {
+		return "", err
+	}
+	if len(files) == 0 {
+		return "", fmt.Errorf("no docs/bench/pacing-rates-*.json")
+	}
+	var b strings.Builder
+	for i, f := range files {
+		var h struct {
+			CLI struct {
+				Head string `json:"repo_git_head"`
+			} `json:"kubeshaper_cli"`
+		}
+		if err := readJSON(f, &h); err != nil {
+			return "", err
+		}
+		t, err := pacingTablesFrom(f)
+		if err != nil {
+			return "", err
+		}
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "`%s`, kubeshaper at commit %s. ", filepath.Base(f), h.CLI.Head)
+		b.WriteString(t)
+	}
+	return b.String(), nil
+}
 
 func pacingTablesFrom(path string) (string, error) {
 	var d struct {
