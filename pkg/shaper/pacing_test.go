@@ -243,6 +243,7 @@ func TestSocketPacingWithProbes(t *testing.T) {
 //     every 420 ms, flows fall out of the heavy count for whole epochs and
 //     the bursts meet in the policer: measured 1,963 drops of 7,094
 //     segments in one try (and 34-44 % retransmitted in make bench-pacing).
+//
 // Measured with the clamp (load 5-12): wire 1.001 and 0-5 drops in both.
 // Bounds: wire ≥ 0.93 of the target from 1 s to 2.5 s (a double count
 // gives ≤ 0.89) and ≤ 200 drops and retransmissions, with up to 3 tries
