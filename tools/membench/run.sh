@@ -16,16 +16,24 @@ work=${KERNELS_CACHE:-$repo/.cache/kernels}/membench
 mkdir -p "$work"
 CGO_ENABLED=0 go build -o "$work/membench-today" ./tools/membench
 # The baseline: its own tree, with this loader (built against its API).
-rm -rf "$work/base"
-git worktree add --force --detach "$work/base" "$BASELINE" >/dev/null
-cp tools/membench/*.go "$work/base/tools/membench/" 2>/dev/null || { mkdir -p "$work/base/tools/membench"; cp tools/membench/*.go "$work/base/tools/membench/"; }
-(cd "$work/base" && CGO_ENABLED=0 go build -tags baseline -o "$work/membench-baseline" ./tools/membench)
-git worktree remove --force "$work/base"
+# BASELINE=none measures this tree only (with KEEP_OTHER_ROWS=1 the
+# baseline's rows already in the file stay).
+baseargs=""
+if [ "$BASELINE" != none ]; then
+	rm -rf "$work/base"
+	git worktree add --force --detach "$work/base" "$BASELINE" >/dev/null
+	cp tools/membench/*.go "$work/base/tools/membench/" 2>/dev/null || { mkdir -p "$work/base/tools/membench"; cp tools/membench/*.go "$work/base/tools/membench/"; }
+	(cd "$work/base" && CGO_ENABLED=0 go build -tags baseline -o "$work/membench-baseline" ./tools/membench)
+	git worktree remove --force "$work/base"
+	baseargs="-baseline-bin $work/membench-baseline"
+fi
 : >"$out.new"
-"$work/membench-today" -pod-counts "$PODS" -baseline-bin "$work/membench-baseline" -out "$out.new"
+# shellcheck disable=SC2086 # baseargs: zero or two words
+"$work/membench-today" -pod-counts "$PODS" $baseargs -out "$out.new"
 for n in $CPUS; do
+	# shellcheck disable=SC2086
 	KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $((2048 + n * 16))" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-2400s} \
-		tools/kernels/qemu-exec "$work/membench-today" -pod-counts "$PODS" -baseline-bin "$work/membench-baseline" |
+		tools/kernels/qemu-exec "$work/membench-today" -pod-counts "$PODS" $baseargs |
 		grep '^{' >>"$out.new" || echo "membench: the guest with $n CPUs failed" >&2
 done
 # KEEP_OTHER_ROWS=1: a partial run (some CPUS or PODS) replaces only the
