@@ -9,10 +9,10 @@ import (
 // The agent's live heap is small (~3 MB at 250 pods, informers slimmed by
 // pkg/kube's transforms) and Go's default of 100 lets the heap grow to
 // twice that plus the runtime's slack before collecting: at 250 pods the
-// agent's anonymous memory was 14.5 MB with 100 and 10.5–11 MB with 50
-// (tools/bench/agentbench, docs/bench/agent.json), for a collection
-// every few seconds of a 3 MB heap — CPU that does not show beside the
-// informers' decoding.
+// agent's VmRSS was 42.1 MB with 100 and 39.9 MB with 50, anonymous
+// memory 14.4 and 12.1 MB (medians of 4 rounds side by side, make
+// bench-agent-gc, docs/bench/agent-gc.json), for collections of a 3 MB
+// heap — CPU that does not show beside the informers' decoding.
 const defaultGCPercent = 50
 
 // tuneGC applies defaultGCPercent; GOGC in the environment (the Go
