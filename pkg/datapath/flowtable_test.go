@@ -251,3 +251,62 @@ func TestFlowTableResizeKeepsRecords(t *testing.T) {
 		t.Errorf("no log line for the flow table's resize: %q", logged)
 	}
 }
+
+// A pod-side instance (loaded per pod, the table replaced by the pinned
+// one) hashes with the table's own mask: in a table of 8 sets every
+// flow is recorded in the set the Go hash names.
+func TestPodSideFlowsUseTheTableMask(t *testing.T) {
+	dir := tempBPFFS(t) + "/pins"
+	dp, err := OpenWith(dir, Options{Entries: 64, FlowEntries: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	cfg, err := ConfigFor(rules.DirectionPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SetAtPod()
+	cfg.EnableFlows()
+	const host = 4244
+	if err := dp.Set(KeyOf(host, rules.Egress), cfg); err != nil {
+		t.Fatal(err)
+	}
+	prog, err := dp.PodSideProgram(host, rules.Egress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	mask := dp.objs.KsFlows.MaxEntries() - 1
+	if mask != 7 {
+		t.Fatalf("a table of 64 records has %d sets, want 8", mask+1)
+	}
+	// 20 flows, no set given more than its 8 ways.
+	perSet := map[uint32]int{}
+	var ports []uint16
+	for p := uint16(1); len(ports) < 20; p++ {
+		k := keyFrom(p)
+		k.Ifindex = host
+		if s := flowSetOf(k, mask); perSet[s] < flowWays {
+			perSet[s]++
+			ports = append(ports, p)
+		}
+	}
+	for _, p := range ports {
+		if _, err := prog.Run(&ebpf.RunOptions{Data: udpFrom(p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fl, err := dp.Flows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fl) != len(ports) {
+		t.Fatalf("%d flows recorded by the pod-side program, want %d", len(fl), len(ports))
+	}
+	for _, f := range fl {
+		if f.Key.Ifindex != host || f.set != flowSetOf(f.Key, mask) {
+			t.Errorf("flow from port %d: ifindex %d set %d, want %d and %d", f.Key.SrcPort(), f.Key.Ifindex, f.set, host, flowSetOf(f.Key, mask))
+		}
+	}
+}
