@@ -310,3 +310,15 @@ func TestPodSideFlowsUseTheTableMask(t *testing.T) {
 		}
 	}
 }
+
+// flowSets rounds a record count up to whole sets, a power of two of them.
+func TestFlowSets(t *testing.T) {
+	for _, c := range []struct {
+		entries int
+		sets    uint32
+	}{{0, 1}, {1, 1}, {8, 1}, {9, 2}, {64, 8}, {65, 16}, {100, 16}, {16384, 2048}, {16385, 4096}} {
+		if got := flowSets(c.entries); got != c.sets {
+			t.Errorf("flowSets(%d) = %d, want %d", c.entries, got, c.sets)
+		}
+	}
+}
