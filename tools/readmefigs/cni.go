@@ -124,6 +124,9 @@ func cniMatrix(path string) (string, error) {
 	b.WriteString("\nEach cell: achieved ÷ target (loss: measured ÷ 1 %; counters: counted ÷ sent). Rates are TCP " +
 		"goodput, what the receiving application read from its first byte to its last; the limit counts frames on the " +
 		"wire, so a limit held exactly reads about 0.96 (1448 payload bytes per 1514-byte frame). " +
+		"Each rate is one 4 s TCP run. The ingress limit's sender is the peer outside the node (the bridge's is the node " +
+		"itself, whose sockets kubeshaper paces): nothing paces it, the drop policer holds it, and the run includes the " +
+		"bucket's burst (500 ms of the rate, at most +12.5 % over 4 s). " +
 		"Plain = holds; **bold** = bypassed, with whether `kubeshaper status` said `enforced: false` or stayed silent.\n\n")
 	for _, n := range notes {
 		b.WriteString("- " + n + "\n")
