@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
-	"os"
 
 	"github.com/cilium/ebpf"
 )
@@ -118,16 +117,7 @@ func migrateFlows(old *ebpf.Map, spec *ebpf.MapSpec, path string) (int, error) {
 			return n, fmt.Errorf("writing set %d: %w", i, err)
 		}
 	}
-	tmp := path + "_migrating" // no dots: the bpffs refuses them
-	os.Remove(tmp)
-	if err := nm.Pin(tmp); err != nil {
-		return n, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return n, err
-	}
-	return n, nil
+	return n, pinInPlace(nm, path)
 }
 
 // FlowRecords counts the records in use in a ks_flows table (m as pinned):

@@ -159,16 +159,7 @@ func migrate(old *ebpf.Map, spec *ebpf.MapSpec, path string) (int, error) {
 	if err := it.Err(); err != nil {
 		return n, err
 	}
-	tmp := path + "_migrating" // no dots: the bpffs refuses them
-	os.Remove(tmp)
-	if err := nm.Pin(tmp); err != nil {
-		return n, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return n, err
-	}
-	return n, nil
+	return n, pinInPlace(nm, path)
 }
 
 func (d *Datapath) logf(format string, args ...any) {
@@ -283,3 +274,19 @@ var atomicsProbe = sync.OnceValue(func() bool {
 })
 
 func haveAtomics() bool { return atomicsProbe() }
+
+// pinInPlace pins m at path in place of what is pinned there, in one
+// rename: the programs' next load, and other readers, never find the name
+// missing.
+func pinInPlace(m *ebpf.Map, path string) error {
+	tmp := path + "_migrating" // no dots: the bpffs refuses them
+	os.Remove(tmp)
+	if err := m.Pin(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
