@@ -42,9 +42,13 @@
  * one every 100 ms (pkg/shaper TestSocketPacingWithProbes). Counted by
  * need, a probe is a few hundred bytes deducted, the bulk flow keeps its
  * rate. What it costs: a light flow may send up to a quarter epoch's share
- * before it counts (a new bulk flow: about its initial window), and light bytes are deducted after they are acked, so
- * the sum of the flows can run above the rule for an epoch; the policer's
- * bucket (rate x 500 ms) absorbs that, and stays the hard cap.
+ * before it counts (a new bulk flow at low rates: about its initial
+ * window; at 1G, where a quarter epoch is 3.9 MB, more than its backlog,
+ * ~31 ms at the share), and light bytes are deducted after they are
+ * acked, so the sum of the flows can run above the rule for an epoch; the
+ * policer's bucket (rate x 500 ms) absorbs that, and stays the hard cap.
+ * A heavy flow must get an ACK every epoch to stay counted: below 52
+ * Mbit/s per socket its bursts are bounded (clamp_cwnd) so that it does.
  * Each socket re-derives its share on every RTT callback (an ACK for new
  * data) and calls bpf_setsockopt only when the value changes: nothing runs
  * per packet on the TC path.
