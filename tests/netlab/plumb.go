@@ -94,7 +94,7 @@ func (l *Lab) nodeHandle() (*netlink.Handle, error) {
 		return nil, err
 	}
 	defer ns.Close()
-	return netlink.NewHandleAt(ns)
+	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE) // only rtnetlink: a kernel without xfrm or nfnetlink (Debian 5.10 guests) refuses the others with EPROTONOSUPPORT
 }
 
 // handles opens netlink handles in the node netns and in podNs.
@@ -102,7 +102,7 @@ func (l *Lab) handles(podNs netns.NsHandle) (node, pod *netlink.Handle, err erro
 	if node, err = l.nodeHandle(); err != nil {
 		return nil, nil, err
 	}
-	if pod, err = netlink.NewHandleAt(podNs); err != nil {
+	if pod, err = netlink.NewHandleAt(podNs, unix.NETLINK_ROUTE); err != nil {
 		node.Close()
 		return nil, nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
@@ -125,7 +126,7 @@ func (b *bench) setup() error {
 		if err != nil {
 			return fmt.Errorf("open netns %s: %w", h.path, err)
 		}
-		*h.to, err = netlink.NewHandleAt(ns)
+		*h.to, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 		ns.Close()
 		if err != nil {
 			return err
