@@ -73,9 +73,7 @@ func flowSetOf(k FlowKey, mask uint32) uint32 {
 // and pins it in old's place. A set of the new table that overflows keeps
 // its most recently seen records, as the programs' eviction would.
 func migrateFlows(old *ebpf.Map, spec *ebpf.MapSpec, path string) (int, error) {
-	s := spec.Copy()
-	s.Pinning = ebpf.PinNone
-	nm, err := ebpf.NewMap(s)
+	nm, err := newUnpinned(spec)
 	if err != nil {
 		return 0, err
 	}

@@ -133,9 +133,7 @@ func removePin(path string) error {
 // pins it in old's place. More entries than spec holds is an error (the
 // old pin is kept): a smaller size than the node already uses is refused.
 func migrate(old *ebpf.Map, spec *ebpf.MapSpec, path string) (int, error) {
-	s := spec.Copy()
-	s.Pinning = ebpf.PinNone
-	nm, err := ebpf.NewMap(s)
+	nm, err := newUnpinned(spec)
 	if err != nil {
 		return 0, err
 	}
@@ -274,6 +272,14 @@ var atomicsProbe = sync.OnceValue(func() bool {
 })
 
 func haveAtomics() bool { return atomicsProbe() }
+
+// newUnpinned makes a map from spec that is not pinned yet: the one a
+// migration fills before pinInPlace puts it under the old one's name.
+func newUnpinned(spec *ebpf.MapSpec) (*ebpf.Map, error) {
+	s := spec.Copy()
+	s.Pinning = ebpf.PinNone
+	return ebpf.NewMap(s)
+}
 
 // pinInPlace pins m at path in place of what is pinned there, in one
 // rename: the programs' next load, and other readers, never find the name
