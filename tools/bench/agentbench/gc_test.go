@@ -15,6 +15,7 @@ import (
 
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
+	"github.com/kubeshaper/kubeshaper/tests/bench"
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
@@ -27,7 +28,7 @@ import (
 // with the medians of VmRSS, RssAnon, RssFile (KiB) and the agent's CPU
 // time over the run.
 func TestAgentGCPercent(t *testing.T) {
-	if os.Getenv("KUBESHAPER_BENCH") == "" {
+	if !bench.On() {
 		t.Skip("a benchmark: run with KUBESHAPER_BENCH=1 (make bench-agent-gc)")
 	}
 	const npods, changes, rounds = 250, 200, 4

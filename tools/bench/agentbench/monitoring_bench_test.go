@@ -22,6 +22,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/pkg/shaper"
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
+	"github.com/kubeshaper/kubeshaper/tests/bench"
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 	"github.com/kubeshaper/kubeshaper/tools/bench/stats"
@@ -33,7 +34,7 @@ import (
 // off), and in agent CPU while 1 Gbit/s flows and Prometheus scrapes every
 // 5 s. It writes docs/bench/monitoring.json.
 func TestMonitoringCost(t *testing.T) {
-	if os.Getenv("KUBESHAPER_BENCH") == "" {
+	if !bench.On() {
 		t.Skip("a benchmark: run with KUBESHAPER_BENCH=1 (make bench)")
 	}
 	root, rootErr := kubeenv.RepoRoot()

@@ -16,6 +16,7 @@ import (
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/rules"
 	"github.com/kubeshaper/kubeshaper/tests/agentenv"
+	"github.com/kubeshaper/kubeshaper/tests/bench"
 	"github.com/kubeshaper/kubeshaper/tests/kubeenv"
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
@@ -24,7 +25,7 @@ import (
 // start-up reconcile of 250 netns pods, annotate→kernel-map latency over
 // 200 changes, and the agent's RSS. It writes docs/bench/agent.json.
 func TestAgentScale(t *testing.T) {
-	if os.Getenv("KUBESHAPER_BENCH") == "" {
+	if !bench.On() {
 		t.Skip("a benchmark: run with KUBESHAPER_BENCH=1 (make bench)")
 	}
 	const npods, changes = 250, 200
