@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-monitoring bench-memory bench-cni readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-monitoring bench-memory bench-cni bench-pacing-guest readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -140,6 +140,18 @@ bench-datapath:
 PACINGFLAGS ?=
 bench-pacing: bpffs build
 	$(GO) run ./tools/bench -sections pacing -out docs/bench $(PACINGFLAGS)
+
+# mode=pace (EDT + fq) beside drop and drop + socket pacing (issue 13),
+# where sch_fq exists: a qemu guest (TCG) on one kernel line, tests/guest
+# TestModesSideBySide (knobs: KUBESHAPER_MODES_* in its comment; 50M, 1 and
+# 8 streams, egress and same-node ingress, 3 reps × 20 s ≈ 13 min). The
+# run's summary, failures included, goes to docs/bench/pacing-guest.md and
+# the README; the exit status is the run's. Take the bench lock around it.
+PACING_GUEST_KERNEL ?= 6.12
+bench-pacing-guest:
+	KUBESHAPER_BENCH=1 $(GO) run ./tools/kernels run -kernels "$(PACING_GUEST_KERNEL)" -pkgs ./tests/guest \
+	  -run '^TestModesSideBySide$$' -timeout 40m -summary docs/bench/pacing-guest.md $(KERNELSFLAGS); rc=$$?; \
+	  $(GO) run ./tools/readmefigs && exit $$rc
 
 # The agent at 250 pods against a real kube-apiserver (docs/bench/agent.json).
 bench-agent: bpffs
