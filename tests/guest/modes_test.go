@@ -138,10 +138,15 @@ func TestModesSideBySide(t *testing.T) {
 // checkModes fails a point on what a correct build cannot show however
 // slow the guest (a TCG vCPU stalls for tens of ms on a busy host, which
 // only ever lowers a rate or adds a retransmission timeout):
-//   - Above the limit: no mode sends more than +5 % (median of the
-//     repetitions; measured 0.99–1.00 on the host, and the policer's
-//     burst is milliseconds of a ≥ 10 s window). Deterministic: a wrong
-//     rate or a missing limit fails every repetition.
+//   - Above the limit: no mode sends more than +3 % plus what its bucket
+//     may pass at once over the steady window (median of the
+//     repetitions): a policer's bucket is 500 ms of the rate
+//     (datapath.DefaultBurst: +2.6 % of a 19 s window, refilled while
+//     TCP waits out a timeout), tbf's 20 ms, EDT none. The 3 % covers
+//     where the window's edge samples fall (a stalled sampler: ~100 ms of
+//     a ≥ 10 s window). Measured on the host (make bench-pacing, 20 s):
+//     0.99–1.01. Deterministic: a wrong rate or a missing limit fails
+//     every repetition.
 //   - Below the limit, only where the guest carries ≥ 3× the target
 //     unpaced (else the CPU, not the mode, sets the pace): −5 % for the
 //     queueing modes (pace, tbf), whose departures follow each other at
@@ -176,8 +181,9 @@ func checkModes(t *testing.T, p *modePoint, capacity float64, pacingErr error) {
 	if p.mode.rule == rules.ModePace || p.mode.rule == rules.ModeTBF {
 		low = 0.95
 	}
-	if wire > 1.05 {
-		t.Errorf("%s: wire %.4f of the target (median): more than +5 %%", p.label(), wire)
+	high := 1.03 + p.burstShare()
+	if wire > high {
+		t.Errorf("%s: wire %.4f of the target (median): above %.3f (+3 %% and the bucket over the steady window)", p.label(), wire, high)
 	}
 	if fast && wire < low {
 		t.Errorf("%s: wire %.4f of the target (median) where the guest carries %.0f Mbit/s unpaced: below %.2f", p.label(), wire, capacity/1e6, low)
@@ -189,6 +195,23 @@ func checkModes(t *testing.T, p *modePoint, capacity float64, pacingErr error) {
 	case p.mode.name == "drop" && fast && retr < 1:
 		t.Errorf("%s: the policer alone retransmitted %.2f %% (median): the limit did not bind (want ≥ 1 %%: the test did not test)", p.label(), retr)
 	}
+}
+
+// burstShare is the most the mode's bucket can pass above the rate over
+// the median steady window, as a share of the target.
+func (p *modePoint) burstShare() float64 {
+	var burst uint64
+	switch p.mode.rule {
+	case rules.ModeDrop:
+		burst = datapath.DefaultBurst(p.rate)
+	case rules.ModeTBF:
+		burst = datapath.DefaultTBFBurst(p.rate)
+	}
+	steady := benchstats.Median(p.values(func(r modeRep) float64 { return r.steady.Seconds() }))
+	if burst == 0 || !(steady > 0) {
+		return 0
+	}
+	return float64(burst) * 8 / float64(p.rate) / steady
 }
 
 func errOrOK(err error) string {
