@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-monitoring bench-memory bench-cni bench-pacing-guest readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-agent-vs bench-monitoring bench-memory bench-cni bench-pacing-guest readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -161,6 +161,19 @@ bench-agent: bpffs
 # side against one apiserver (docs/bench/agent-gc.json).
 bench-agent-gc: bpffs
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentGCPercent -v -timeout 20m ./tools/bench/agentbench/
+
+# This tree's agent against one built from BASE (a commit), side by side
+# against one apiserver (docs/bench/agent-vs.json): for changes to what
+# the binary links. Builds BASE from `git archive`, the same way as `build`.
+BASE ?= main
+bench-agent-vs: bpffs
+	rm -rf .cache/agent-base && mkdir -p .cache/agent-base/src
+	git archive "$(BASE)" | tar -x -C .cache/agent-base/src
+	cd .cache/agent-base/src && $(GO) build -o ../kubeshaper-agent ./cmd/kubeshaper-agent
+	KUBESHAPER_BENCH=1 KUBESHAPER_AGENT_BASE_BIN=$(CURDIR)/.cache/agent-base/kubeshaper-agent \
+		KUBESHAPER_AGENT_BASE_REV=$$(git rev-parse --short "$(BASE)") \
+		$(GO) test -count=1 -run TestAgentBinaries -v -timeout 30m ./tools/bench/agentbench/
+	rm -rf .cache/agent-base
 
 # What counting every pod costs: prog.Run ns/packet with flows on vs off,
 # TCP throughput monitored vs not, agent CPU at 1 Gbit/s (docs/bench/monitoring.json).
