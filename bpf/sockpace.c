@@ -20,9 +20,8 @@
  *  - a flow is HEAVY in an epoch once the bytes acked to it in that epoch,
  *    or in the previous one, or the bytes its application has written and
  *    not had acked yet (its backlog: a bulk sender's fills the send
- *    buffer, so it is heavy from its first ACK), reach a quarter of an
- *    epoch at the current share (share >> 5 bytes: 1/32 s ~ 23 % of
- *    134 ms); else it is LIGHT;
+ *    buffer), reach a quarter of an epoch at its share (share >> 5 bytes:
+ *    1/32 s ~ 23 % of 134 ms); else it is LIGHT;
  *  - heavy flows split what light flows leave: share = (rate - light) /
  *    heavy, where light is the light flows' acked bytes per epoch turned
  *    into a rate (deducted up to 3/4 of the rule, so that heavy flows keep
@@ -30,10 +29,13 @@
  *    are the larger of this epoch's count so far and the last epoch's (a
  *    new epoch fills up as flows get ACKs; a finished flow gives its share
  *    back within two epochs);
- *  - every flow, heavy or light, is paced at that share: a light flow that
- *    turns bulk never runs above the rule's rate, and it turns heavy at its
- *    first ACK (backlog) or within ~31 ms at the share (acked bytes), after
- *    which the others slow down at their next ACK.
+ *  - a light flow is paced at the lower of that share and an equal share
+ *    among all the flows that had a callback in this epoch or the last,
+ *    heavy or light: rate / (heavy + light). A flow is counted light from
+ *    its first callback (connection established), so flows that start
+ *    together start at an equal share each, and a light flow that turns
+ *    bulk never runs above the rule's rate; it turns heavy at its first
+ *    ACK (backlog) or within ~31 ms at its share (acked bytes).
  * Why: a node has short connections to every pod all the time (kubelet
  * probes every second, metrics scrapes, health checks, keep-alive
  * requests). When any flow that got an ACK counted for a full share, each
@@ -41,17 +43,41 @@
  * cluster, goodput 0.85 of the target with probes every second, ~0.45 with
  * one every 100 ms (pkg/shaper TestSocketPacingWithProbes). Counted by
  * need, a probe is a few hundred bytes deducted, the bulk flow keeps its
- * rate. What it costs: a light flow may send up to a quarter epoch's share
- * before it counts (a new bulk flow at low rates: about its initial
- * window; at 1G, where a quarter epoch is 3.9 MB, more than its backlog,
- * ~31 ms at the share), and light bytes are deducted after they are
- * acked, so the sum of the flows can run above the rule for an epoch; the
- * policer's bucket (rate x 500 ms) absorbs that, and stays the hard cap.
+ * rate; the probe itself is paced at rate / (heavy + light), which it
+ * never uses. Why light flows are not paced at the heavy share (as they
+ * were): flows that start together are all light until their acked bytes
+ * reach a quarter epoch at the share (at 1G: 3.9 MB, ~31 ms, more than
+ * their backlog), and each ran at the full rule meanwhile — the first
+ * second with 8 streams was 1.06-1.07x the target at 1G and 1.07x at 50M
+ * (tools/bench, pacing section); paced at rate / flows: 0.99-1.00x.
+ * Light bytes are deducted after they are acked, so the sum of the flows
+ * can still run above the rule for an epoch when a light flow turns bulk
+ * beside heavy ones; the policer's bucket (rate x 500 ms) absorbs that,
+ * and stays the hard cap.
  * A heavy flow must get an ACK every epoch to stay counted: below 52
  * Mbit/s per socket its bursts are bounded (clamp_cwnd) so that it does.
  * Each socket re-derives its share on every RTT callback (an ACK for new
  * data) and calls bpf_setsockopt only when the value changes: nothing runs
  * per packet on the TC path.
+ *
+ * START DEBT. Linux does not pace a socket's first 10 data segments
+ * (tcp_update_skb_after_send paces from data_segs_out >= 10, as sch_fq's
+ * initial quantum), and the skb that crosses them leaves at once too: a
+ * flow starts about one initial window (10 segments) ahead of its share,
+ * more when its share fell since its last ACK (flows that connect one
+ * after the other each start at a larger share: rate / flows so far). At
+ * 10M over 8 flows that is 8 x 10 x 1514 B = 121 KB, 9.7 % of a second,
+ * and the policer's bucket, full when the rule is older than the flows,
+ * passes it: the first second was 1.12x the target. A smaller initial
+ * window does not help (TCP_BPF_IW 2 at connection: 1.09x, the same as
+ * without it — the 10 unpaced segments then leave in a few round trips
+ * of ~30 us). So each flow pays the debt back: from the ACK that ends its
+ * unpaced start, for 2^29 ns (537 ms), its share is lowered by 10 of its
+ * wire segments over that time (at most by half): first second
+ * 0.976-0.994x at 10M, 50M and 1G, 1 and 8 streams, egress and ingress
+ * (one 5 s run each; 0.99-1.00x before with 1 stream). The
+ * cost: a new flow's first half second at 0.82 of its share at 10M over 8
+ * flows (1.25 Mbit/s each), 0.98 at 10M alone, nothing measurable at 1G.
  *
  * Rates are wire (L2) bytes, what the policer counts; TCP paces payload
  * bytes (skb->len of its GSO skbs, headers excluded), so the share is scaled
@@ -204,17 +230,28 @@ static __always_inline __u64 split(__u64 rate, __u32 cur, __u32 prev, __u64 cur_
 	return (rate - light) / (n ? n : 1);
 }
 
+/* light_share is a rule's wire rate per flow when every flow of the
+ * group, heavy or light, counts (at least one). */
+static __always_inline __u64 light_share(__u64 rate, struct ksp_group *g)
+{
+	__u32 n = (g->cur > g->prev ? g->cur : g->prev) +
+		  (g->cur_nlight > g->prev_nlight ? g->cur_nlight : g->prev_nlight);
+
+	return rate / (n ? n : 1);
+}
+
 /* need accounts the socket in its group of direction dir (its acked
  * bytes, this epoch so far: cur; in the previous epoch: s->prev; since
  * the last callback: fresh; written by the application and not acked
- * yet: backlog) and returns the share of a flow of the group
- * in wire bytes/s. Shares by need: see the top of the file. */
+ * yet: backlog) and returns the flow's share in wire bytes/s: the heavy
+ * flows' split, or for a light flow the lower of that and an equal
+ * share among all flows. Shares by need: see the top of the file. */
 static __always_inline __u64 need(struct ksp_key *a, __u32 dir, __u64 rate, struct ksp_sock *s,
 				  __u32 now, __u64 cur, __u64 fresh, __u64 backlog)
 {
 	struct ksp_group_key gk = {.addr = *a, .dir = dir};
 	struct ksp_group *g = bpf_map_lookup_elem(&ksp_groups, &gk);
-	__u64 v;
+	__u64 v, p;
 
 	if (!g) {
 		struct ksp_group zero = {};
@@ -228,32 +265,55 @@ static __always_inline __u64 need(struct ksp_key *a, __u32 dir, __u64 rate, stru
 		if (g->epoch + 1 == now) {
 			g->prev = g->cur;
 			g->prev_light = g->cur_light;
+			g->prev_nlight = g->cur_nlight;
 		} else {
 			g->prev = 0;
 			g->prev_light = 0;
+			g->prev_nlight = 0;
 		}
 		g->cur = 0;
 		g->cur_light = 0;
+		g->cur_nlight = 0;
 		g->epoch = now;
 	}
-	v = split(rate, g->cur, g->prev, g->cur_light, g->prev_light);
 	if (s->epoch[dir] != now) {
-		__u64 t = v >> 5; /* a quarter epoch at the share, in bytes */
+		__u64 t;
 
+		/* Counted light (first), so that its own share counts it. */
+		if (s->lep[dir] != now) {
+			s->lprev[dir] = s->lep[dir];
+			s->lep[dir] = now;
+			g->cur_nlight++;
+		}
+		v = split(rate, g->cur, g->prev, g->cur_light, g->prev_light);
+		p = light_share(rate, g);
+		t = (p < v ? p : v) >> 5; /* a quarter epoch at the share, in bytes */
 		if (cur >= t || s->prev >= t || backlog >= t) {
-			/* Heavy: counts for a share; what it added as
-			 * light this epoch and the last is taken back. */
+			/* Heavy: counts for a share; its light count and what
+			 * it added as light this epoch and the last are taken
+			 * back. */
 			g->cur++;
+			if (g->cur_nlight)
+				g->cur_nlight--;
+			if (s->lprev[dir] + 1 == now && g->prev_nlight)
+				g->prev_nlight--;
+			s->lep[dir] = 0;
+			s->lprev[dir] = 0;
 			g->cur_light -= s->light[dir] < g->cur_light ? s->light[dir] : g->cur_light;
 			g->prev_light -= s->plight[dir] < g->prev_light ? s->plight[dir] : g->prev_light;
 			s->light[dir] = 0;
 			s->plight[dir] = 0;
 			s->epoch[dir] = now;
-			v = split(rate, g->cur, g->prev, g->cur_light, g->prev_light);
 		} else if (fresh) {
 			g->cur_light += fresh;
 			s->light[dir] += fresh;
 		}
+	}
+	v = split(rate, g->cur, g->prev, g->cur_light, g->prev_light);
+	if (s->epoch[dir] != now) {
+		p = light_share(rate, g);
+		if (p < v)
+			v = p;
 	}
 	bpf_spin_unlock(&g->lock);
 	return v;
@@ -321,22 +381,59 @@ static __always_inline __u64 share(struct bpf_sock_ops *skops, struct bpf_sock *
 	return best;
 }
 
+/* seg_hdrs is the bytes the wire adds to each segment of *mss payload
+ * bytes: TCP, IP and Ethernet headers. */
+static __always_inline __u32 seg_hdrs(struct bpf_sock_ops *skops, struct bpf_sock *sk, __u32 *mss)
+{
+	__u32 tcph = 32; /* 20 + timestamps */
+	__u32 iph = skops->family == AF_INET6 ? 40 : 20;
+	struct tcp_sock___ksp *tp = NULL;
+
+	*mss = skops->mss_cache;
+	tp = (struct tcp_sock___ksp *)bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		tcph = tp->tcp_header_len;
+	if (*mss < 64 || *mss > 65535)
+		*mss = 1448;
+	if (tcph < 20 || tcph > 60)
+		tcph = 32;
+	return tcph + iph + ETH_HLEN;
+}
+
 /* payload converts a wire rate to the payload rate TCP paces: per segment
  * of mss payload bytes the wire carries mss + TCP + IP + Ethernet headers. */
 static __always_inline __u64 payload(struct bpf_sock_ops *skops, struct bpf_sock *sk, __u64 wire)
 {
-	__u32 mss = skops->mss_cache, tcph = 32; /* 20 + timestamps */
-	__u32 iph = skops->family == AF_INET6 ? 40 : 20;
-	struct tcp_sock___ksp *tp = NULL;
+	__u32 mss, h = seg_hdrs(skops, sk, &mss);
 
-	tp = (struct tcp_sock___ksp *)bpf_skc_to_tcp_sock(sk);
-	if (tp)
-		tcph = tp->tcp_header_len;
-	if (mss < 64 || mss > 65535)
-		mss = 1448;
-	if (tcph < 20 || tcph > 60)
-		tcph = 32;
-	return wire * mss / (mss + tcph + iph + ETH_HLEN);
+	return wire * mss / (mss + h);
+}
+
+/* Start debt (see the top of the file): the segments a flow sends ahead of
+ * its share when it starts, paid back over 2^29 ns (537 ms) from the ACK
+ * that ends TCP's unpaced start (its first 10 data segments). */
+#define KSP_START_SEGS 10
+#define KSP_PAY_SHIFT 29
+
+/* pay lowers a flow's wire share while it pays back its start debt: by
+ * the debt over the payback time, at most by half. */
+static __always_inline __u64 pay(struct bpf_sock_ops *skops, struct bpf_sock *sk, struct ksp_sock *s, __u64 wire)
+{
+	__u64 now = bpf_ktime_get_ns(), debt;
+	__u32 mss, h = seg_hdrs(skops, sk, &mss);
+
+	if (!s->pay_end) {
+		if (skops->data_segs_out < 10)
+			return wire;
+		s->pay_end = now + (1ULL << KSP_PAY_SHIFT);
+	}
+	if (now >= s->pay_end)
+		return wire;
+	/* bytes per 2^29 ns as bytes/s: x 1e9 / 2^29 = x 1.8626 ~ x 1907 / 1024 */
+	debt = ((__u64)KSP_START_SEGS * (mss + h) * 1907) >> 10;
+	if (debt > wire / 2)
+		debt = wire / 2;
+	return wire - debt;
 }
 
 /* current is the socket's max pacing rate as set now (by us or by the
@@ -367,11 +464,17 @@ static __always_inline int set_rate(struct bpf_sock_ops *skops, __u64 rate)
  * bursts of several flows meet in the policer, and a flow can get no ACK
  * for whole epochs and so drop out of the count of heavy flows, which
  * raises the others' shares. TSO skbs are split at the congestion window:
- * a window of at most 10 segments (1/16 s at the rate, at least 2) keeps
+ * a window of at most 10 segments (1/64 s at the rate, at least 2) keeps
  * bursts small, and it never limits the rate as long as it holds twice the
- * rate x smoothed RTT (it grows with the RTT at each ACK). Above 52 Mbit/s
- * a 64 KB burst is under 10 ms: the window is left alone. Setting the
- * clamp also sets ssthresh: it is lowered only when it halves. */
+ * rate x smoothed RTT (it grows with the RTT at each ACK). Why 1/64 s:
+ * with 1/16 s (6 segments at 1.25 Mbit/s, one every 58 ms) a 100 ms window
+ * holds 1 or 2 skbs of each flow, and 8 flows at random phases swing the
+ * windows by +-9 % (measured p5-p95 0.92-1.11 at 10M over 8 flows once
+ * flows start at equal shares; an earlier build's phases happened to
+ * interleave: 0.96-1.04); with 1/64 s (2 segments, one every 19 ms):
+ * 0.98-1.02. Above 52 Mbit/s a 64 KB burst is under 10 ms: the window is
+ * left alone. Setting the clamp also sets ssthresh: it is lowered only when
+ * it halves. */
 static __always_inline void clamp_cwnd(struct bpf_sock_ops *skops, struct ksp_sock *s, __u64 rate)
 {
 	__u32 mss = skops->mss_cache, want = 0;
@@ -381,7 +484,7 @@ static __always_inline void clamp_cwnd(struct bpf_sock_ops *skops, struct ksp_so
 	if (mss < 64 || mss > 65535)
 		mss = 1448;
 	if (rate && rate < KSP_CLAMP_BELOW) {
-		want = (rate >> 4) / mss;
+		want = (rate >> 6) / mss;
 		if (want > 10)
 			want = 10;
 		if (want < 2)
@@ -414,7 +517,7 @@ static __always_inline void update(struct bpf_sock_ops *skops, struct bpf_sock *
 		return;
 	cur = current(sk);
 	if (want) {
-		want = payload(skops, sk, want);
+		want = payload(skops, sk, pay(skops, sk, s, want));
 		if (!want)
 			want = 1;
 	}

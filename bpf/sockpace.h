@@ -33,13 +33,15 @@ struct ksp_group_key {
 };
 
 /* Shares by need (bpf/sockpace.c): per (address, direction), the flows
- * that count for a full share ("heavy") and the bytes the others ("light")
- * got acked, in the current and the previous epoch. */
+ * that count for a full share ("heavy"), the others ("light") and the
+ * bytes these got acked, in the current and the previous epoch. */
 struct ksp_group {
 	struct bpf_spin_lock lock;
 	__u32 epoch;      /* current epoch (ns >> 27) */
 	__u32 cur;        /* heavy flows in it so far */
 	__u32 prev;       /* heavy flows in the previous one */
+	__u32 cur_nlight; /* light flows in it so far */
+	__u32 prev_nlight; /* light flows in the previous one */
 	__u32 pad;
 	__u64 cur_light;  /* bytes acked to light flows in it so far */
 	__u64 prev_light; /* bytes acked to light flows in the previous one */
@@ -54,6 +56,9 @@ struct ksp_sock {
 	__u32 epoch[2];  /* last epoch counted heavy in each group */
 	__u32 light[2];  /* bytes added to each group's cur_light in epoch ep */
 	__u32 plight[2]; /* ... and to its prev_light (epoch ep - 1) */
+	__u32 lep[2];    /* last epoch counted in each group's cur_nlight */
+	__u32 lprev[2];  /* the one before (counted in prev_nlight if ep - 1) */
+	__u64 pay_end;   /* end of the start debt's payback (ns); 0: not begun */
 	__u32 app;       /* the application set its own, lower rate: hands off */
 	__u32 clamp;     /* TCP_BPF_SNDCWND_CLAMP we set (segments); 0 none */
 };

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeshaper/kubeshaper/pkg/kube"
 	"github.com/kubeshaper/kubeshaper/pkg/nodestatus"
@@ -18,12 +19,12 @@ import (
 // apiProbe tracks whether the API server answers, for /readyz: during an
 // outage the agent keeps rules in effect but says it is not ready.
 type apiProbe struct {
-	client *kube.Client
+	client kubernetes.Interface
 	log    *logrus.Entry
 	ok     atomic.Bool
 }
 
-func newAPIProbe(c *kube.Client, log *logrus.Entry) *apiProbe {
+func newAPIProbe(c kubernetes.Interface, log *logrus.Entry) *apiProbe {
 	return &apiProbe{client: c, log: log}
 }
 
@@ -33,7 +34,7 @@ func (p *apiProbe) run(ctx context.Context, every time.Duration) {
 	var lost time.Time
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := p.client.Ready(cctx)
+		_, err := p.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(cctx)
 		cancel()
 		if ctx.Err() != nil {
 			return

@@ -18,6 +18,9 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -163,7 +166,7 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 		return err
 	}
 	cfg.UserAgent = "kubeshaper-agent"
-	client, err := kube.NewClient(cfg)
+	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("building the Kubernetes client: %w", err)
 	}
@@ -191,9 +194,9 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 		log.WithField("selector", nsSel.String()).Info("shaping only pods of namespaces matching --namespace-selector")
 	}
 	bc := record.NewBroadcaster()
-	bc.StartRecordingToSink(client.EventSink())
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer bc.Shutdown()
-	recorder := bc.NewRecorder(client.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
+	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
 
 	node := shaper.NewNode(dp, o.nodeNetns, o.impair.programDir)
 	if o.yieldTo != "" {

@@ -243,13 +243,24 @@ func TestSocketPacingWithProbes(t *testing.T) {
 //     every 420 ms, flows fall out of the heavy count for whole epochs and
 //     the bursts meet in the policer: measured 1,963 drops of 7,094
 //     segments in one try (and 34-44 % retransmitted in make bench-pacing).
+//   - the first second: what the sockets send in it (offered to the
+//     policer, passed or dropped: what a wire shows behind a full bucket).
+//     Without the start debt (bpf/sockpace.c) each flow starts one
+//     initial window (10 unpaced segments) ahead of its share: 10M over 8
+//     flows measured 1.133 of the target in 4 of 4 tries (40M/4: 1.014).
 //
 // Measured with the clamp (load 5-12): wire 1.001 and 0-5 drops in both.
+// With light flows at an equal share and the start debt (load 0.4-0.6):
+// first second 0.999-1.002 (40M/4) and 0.986-0.994 (10M/8) in 10 tries
+// each, wire 0.998-1.002, 0 drops.
 // Bounds: wire ≥ 0.93 of the target from 1 s to 2.5 s (a double count
-// gives ≤ 0.89) and ≤ 200 drops and retransmissions, with up to 3 tries
-// (a CPU stall only lowers the rate; a wrong count fails every try): a
-// false failure needs three tries each 40x the worst drop count seen, or
-// three stalls of > 7 % of 1.5 s, well under 1/1000 per CI run.
+// gives ≤ 0.89), first second ≤ 1.05 and ≤ 200 drops and retransmissions,
+// with up to 3 tries (a CPU stall only lowers the rates; a wrong count or
+// an unpaid start fails every try): a false failure needs three tries
+// each 40x the worst drop count seen, or three stalls of > 7 % of 1.5 s,
+// or three first seconds 0.048 above the highest of 20 (whose whole
+// spread is 0.016; the window opens before the flows connect, so it errs
+// low), well under 1/1000 per CI run.
 func TestSocketPacingSharedByFlows(t *testing.T) {
 	for _, c := range []struct {
 		target uint64
@@ -296,6 +307,10 @@ func sharedByFlows(t *testing.T, target uint64, flows int) {
 		time.Sleep(time.Until(start.Add(time.Second)))
 		c1, _, _ := f.dp.Counters(key)
 		t1 := time.Now()
+		// What the sockets sent in their first second (offered: passed
+		// or dropped), as a wire would show it behind a policer whose
+		// bucket is full (a rule older than the flows).
+		first := float64(c1.Bytes-before.Bytes) * 8 / t1.Sub(start).Seconds() / float64(target)
 		time.Sleep(time.Until(start.Add(2500 * time.Millisecond)))
 		c2, _, _ := f.dp.Counters(key)
 		wire := (passed(c2) - passed(c1)) * 8 / time.Since(t1).Seconds() / float64(target)
@@ -306,11 +321,11 @@ func sharedByFlows(t *testing.T, target uint64, flows int) {
 		after, _, _ := f.dp.Counters(key)
 		drops := after.DropPackets[0] - before.DropPackets[0]
 		retr := tcpRetrans(t, f.a) - r0
-		t.Logf("try %d: %d flows: %s Mbit/s goodput; wire %.3f of the target from 1 s to 2.5 s; %d bandwidth drops, %d retransmissions of %d packets",
-			try, flows, strings.Join(each, " "), wire, drops, retr, after.Packets-before.Packets)
-		if wire >= 0.93 && drops <= 200 && retr <= 200 {
+		t.Logf("try %d: %d flows: %s Mbit/s goodput; first second %.3f of the target; wire %.3f of the target from 1 s to 2.5 s; %d bandwidth drops, %d retransmissions of %d packets",
+			try, flows, strings.Join(each, " "), first, wire, drops, retr, after.Packets-before.Packets)
+		if wire >= 0.93 && first <= 1.05 && drops <= 200 && retr <= 200 {
 			return
 		}
 	}
-	t.Errorf("%d flows did not share the rule in 3 tries: wire below 0.93 of the target or > 200 drops/retransmissions", flows)
+	t.Errorf("%d flows did not share the rule in 3 tries: wire below 0.93 of the target, first second above 1.05 or > 200 drops/retransmissions", flows)
 }

@@ -19,13 +19,15 @@ type sockpaceKspGroup struct {
 		_   structs.HostLayout
 		Val uint32
 	}
-	Epoch     uint32
-	Cur       uint32
-	Prev      uint32
-	Pad       uint32
-	_         [4]byte
-	CurLight  uint64
-	PrevLight uint64
+	Epoch      uint32
+	Cur        uint32
+	Prev       uint32
+	CurNlight  uint32
+	PrevNlight uint32
+	Pad        uint32
+	_          [4]byte
+	CurLight   uint64
+	PrevLight  uint64
 }
 
 type sockpaceKspGroupKey struct {
@@ -57,9 +59,12 @@ type sockpaceKspSock struct {
 	Epoch  [2]uint32
 	Light  [2]uint32
 	Plight [2]uint32
+	Lep    [2]uint32
+	Lprev  [2]uint32
+	_      [4]byte
+	PayEnd uint64
 	App    uint32
 	Clamp  uint32
-	_      [4]byte
 }
 
 type sockpaceKspStat uint32
