@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-monitoring bench-memory bench-cni readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-agent-vs bench-monitoring bench-memory bench-cni bench-pacing-guest readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -141,6 +141,18 @@ PACINGFLAGS ?=
 bench-pacing: bpffs build
 	$(GO) run ./tools/bench -sections pacing -out docs/bench $(PACINGFLAGS)
 
+# mode=pace (EDT + fq) beside drop and drop + socket pacing (issue 13),
+# where sch_fq exists: a qemu guest (TCG) on one kernel line, tests/guest
+# TestModesSideBySide (knobs: KUBESHAPER_MODES_* in its comment; 50M, 1 and
+# 8 streams, egress and same-node ingress, 3 reps × 20 s ≈ 13 min). The
+# run's summary, failures included, goes to docs/bench/pacing-guest.md and
+# the README; the exit status is the run's. Take the bench lock around it.
+PACING_GUEST_KERNEL ?= 6.12
+bench-pacing-guest:
+	KUBESHAPER_BENCH=1 $(GO) run ./tools/kernels run -kernels "$(PACING_GUEST_KERNEL)" -pkgs ./tests/guest \
+	  -run '^TestModesSideBySide$$' -timeout 40m -summary docs/bench/pacing-guest.md $(KERNELSFLAGS); rc=$$?; \
+	  $(GO) run ./tools/readmefigs && exit $$rc
+
 # The agent at 250 pods against a real kube-apiserver (docs/bench/agent.json).
 bench-agent: bpffs
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentScale -v -timeout 20m ./tools/bench/agentbench/
@@ -149,6 +161,19 @@ bench-agent: bpffs
 # side against one apiserver (docs/bench/agent-gc.json).
 bench-agent-gc: bpffs
 	KUBESHAPER_BENCH=1 $(GO) test -count=1 -run TestAgentGCPercent -v -timeout 20m ./tools/bench/agentbench/
+
+# This tree's agent against one built from BASE (a commit), side by side
+# against one apiserver (docs/bench/agent-vs.json): for changes to what
+# the binary links. Builds BASE from `git archive`, the same way as `build`.
+BASE ?= main
+bench-agent-vs: bpffs
+	rm -rf .cache/agent-base && mkdir -p .cache/agent-base/src
+	git archive "$(BASE)" | tar -x -C .cache/agent-base/src
+	cd .cache/agent-base/src && $(GO) build -o ../kubeshaper-agent ./cmd/kubeshaper-agent
+	KUBESHAPER_BENCH=1 KUBESHAPER_AGENT_BASE_BIN=$(CURDIR)/.cache/agent-base/kubeshaper-agent \
+		KUBESHAPER_AGENT_BASE_REV=$$(git rev-parse --short "$(BASE)") \
+		$(GO) test -count=1 -run TestAgentBinaries -v -timeout 30m ./tools/bench/agentbench/
+	rm -rf .cache/agent-base
 
 # What counting every pod costs: prog.Run ns/packet with flows on vs off,
 # TCP throughput monitored vs not, agent CPU at 1 Gbit/s (docs/bench/monitoring.json).

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeshaper/kubeshaper/pkg/kube"
 	"github.com/kubeshaper/kubeshaper/pkg/nodestatus"
@@ -19,12 +18,12 @@ import (
 // apiProbe tracks whether the API server answers, for /readyz: during an
 // outage the agent keeps rules in effect but says it is not ready.
 type apiProbe struct {
-	client kubernetes.Interface
+	client *kube.Client
 	log    *logrus.Entry
 	ok     atomic.Bool
 }
 
-func newAPIProbe(c kubernetes.Interface, log *logrus.Entry) *apiProbe {
+func newAPIProbe(c *kube.Client, log *logrus.Entry) *apiProbe {
 	return &apiProbe{client: c, log: log}
 }
 
@@ -34,7 +33,7 @@ func (p *apiProbe) run(ctx context.Context, every time.Duration) {
 	var lost time.Time
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err := p.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(cctx)
+		err := p.client.Ready(cctx)
 		cancel()
 		if ctx.Err() != nil {
 			return

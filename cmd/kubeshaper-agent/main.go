@@ -18,9 +18,6 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -166,7 +163,7 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 		return err
 	}
 	cfg.UserAgent = "kubeshaper-agent"
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kube.NewClient(cfg)
 	if err != nil {
 		return fmt.Errorf("building the Kubernetes client: %w", err)
 	}
@@ -194,9 +191,9 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 		log.WithField("selector", nsSel.String()).Info("shaping only pods of namespaces matching --namespace-selector")
 	}
 	bc := record.NewBroadcaster()
-	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	bc.StartRecordingToSink(client.EventSink())
 	defer bc.Shutdown()
-	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
+	recorder := bc.NewRecorder(client.Scheme, corev1.EventSource{Component: "kubeshaper-agent", Host: o.nodeName})
 
 	node := shaper.NewNode(dp, o.nodeNetns, o.impair.programDir)
 	if o.yieldTo != "" {

@@ -5,17 +5,16 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
+	"github.com/kubeshaper/kubeshaper/pkg/kube"
 )
 
 // mapOptions sizes the BPF maps for this node: --max-pods, else the Node's
 // allocatable pods (what the kubelet will run at most), else the
 // kubelet's default. A node whose capacity grew gets its maps migrated,
 // entry by entry, at the agent's next start (pkg/datapath, reconcilePin).
-func mapOptions(o options, client kubernetes.Interface, log *logrus.Entry) datapath.Options {
+func mapOptions(o options, client *kube.Client, log *logrus.Entry) datapath.Options {
 	opts := datapath.Options{
 		FlowEntries: max(o.flowEntries, 0),
 		Logf:        func(f string, a ...any) { log.Warnf(f, a...) },
@@ -24,7 +23,7 @@ func mapOptions(o options, client kubernetes.Interface, log *logrus.Entry) datap
 	if pods == 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+		node, err := client.Node(ctx, o.nodeName)
 		if err == nil {
 			if q, ok := node.Status.Allocatable["pods"]; ok && q.Value() > 0 {
 				pods, from = int(q.Value()), "the Node's allocatable pods"

@@ -17,7 +17,7 @@ import (
 // onChange gets the Service of every slice added, changed or deleted.
 // Call it before Start; WaitForSync then also waits for its cache.
 func (w *Watcher) WatchEndpoints(onChange func(namespace, name string)) error {
-	lw := cache.NewFilteredListWatchFromClient(w.client.DiscoveryV1().RESTClient(), "endpointslices", metav1.NamespaceAll, func(*metav1ListOptions) {})
+	lw := cache.NewFilteredListWatchFromClient(w.client.disco, "endpointslices", metav1.NamespaceAll, func(*metav1ListOptions) {})
 	inf := cache.NewSharedIndexInformer(patient(lw), &discoveryv1.EndpointSlice{}, w.resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	if err := inf.SetTransform(slimEndpointSlice); err != nil {
 		return err

@@ -1,8 +1,8 @@
 // Package kube watches the Kubernetes objects the agent reconciles: the
 // pods scheduled to this node (field selector spec.nodeName) and the
 // Services whose annotations their pods inherit. It turns every change
-// into a pod key on a workqueue; it never acts on the node itself. The
-// clientset is injected, never built here.
+// into a pod key on a workqueue; it never acts on the node itself. Its
+// API access is the narrow Client (client.go), not client-go's clientset.
 package kube
 
 import (
@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
@@ -27,7 +26,7 @@ type Watcher struct {
 	Pods     listersv1.PodLister
 	Services listersv1.ServiceLister
 
-	client    kubernetes.Interface
+	client    *Client
 	resync    time.Duration
 	informers []cache.SharedIndexInformer
 	synced    []cache.InformerSynced
@@ -42,7 +41,7 @@ type Watcher struct {
 // NewWatcher sets up informers for pods on nodeName and for all Services.
 // resync re-delivers every object periodically, so the reconciler also
 // repairs state that changed behind its back (level-triggered).
-func NewWatcher(client kubernetes.Interface, nodeName string, resync time.Duration) (*Watcher, error) {
+func NewWatcher(client *Client, nodeName string, resync time.Duration) (*Watcher, error) {
 	if nodeName == "" {
 		return nil, fmt.Errorf("kube: the node name is empty: set --node-name or $NODE_NAME (the DaemonSet passes spec.nodeName)")
 	}
@@ -88,7 +87,7 @@ func NewWatcher(client kubernetes.Interface, nodeName string, resync time.Durati
 // informer makes a shared informer of a core/v1 resource (all namespaces)
 // whose list and watch wait out an API outage (see patientLW).
 func (w *Watcher) informer(resource string, obj runtime.Object, tweak func(*metav1ListOptions)) cache.SharedIndexInformer {
-	lw := cache.NewFilteredListWatchFromClient(w.client.CoreV1().RESTClient(), resource, metav1.NamespaceAll, tweak)
+	lw := cache.NewFilteredListWatchFromClient(w.client.core, resource, metav1.NamespaceAll, tweak)
 	inf := cache.NewSharedIndexInformer(patient(lw), obj, w.resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	w.informers = append(w.informers, inf)
 	w.synced = append(w.synced, inf.HasSynced)

@@ -16,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
 	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -201,7 +201,13 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	w, err := kube.NewWatcher(fake.NewSimpleClientset(), "node1", 0)
+	// The informers never run (the test fills the caches), so the client
+	// never dials: its address is a port nothing listens on.
+	client, err := kube.NewClient(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kube.NewWatcher(client, "node1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	// Env is added to the agent's environment (e.g. GODEBUG=gctrace=1,
 	// whose lines LiveHeapMB reads).
 	Env []string
+	// Binary is the agent to run (default: this tree's, built by Binary),
+	// e.g. an older build for a side-by-side benchmark.
+	Binary string
 }
 
 // Agent is a running kubeshaper-agent process.
@@ -96,7 +99,11 @@ func (w *World) StartAgent(o Options) *Agent {
 	if pins != "-" {
 		args = append(args, "--bpffs", pins)
 	}
-	argv := append(append([]string{Binary(w.T)}, args...), o.Args...)
+	bin := o.Binary
+	if bin == "" {
+		bin = Binary(w.T)
+	}
+	argv := append(append([]string{bin}, args...), o.Args...)
 	if len(o.Wrap) > 0 {
 		argv = append(append([]string{}, o.Wrap...), argv...)
 	}

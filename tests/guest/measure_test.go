@@ -103,6 +103,57 @@ func (b *bulk) stop() {
 	b.ln.Close()
 }
 
+// abort stops the sender at once: the connection is reset (linger 0)
+// rather than closed, so what its send buffer still holds is dropped
+// instead of draining at the limit after the measurement.
+func (b *bulk) abort() {
+	if tc, ok := b.conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	b.stop()
+}
+
+// info is the sender's TCP_INFO in a line: what set its rate (cwnd and
+// RTT, the pacing rates TCP and kubeshaper's sock_ops chose, the time it
+// was limited by the receiver window or its send buffer).
+func (b *bulk) info() string {
+	raw, err := b.conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err.Error()
+	}
+	var ti *unix.TCPInfo
+	raw.Control(func(fd uintptr) { ti, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if err != nil {
+		return fmt.Sprintf("TCP_INFO: %v", err)
+	}
+	mbit := func(bytesPerSec uint64) float64 { return float64(bytesPerSec) * 8 / 1e6 }
+	maxPacing := "none"
+	if ti.Max_pacing_rate != ^uint64(0) {
+		maxPacing = fmt.Sprintf("%.1f Mbit/s", mbit(ti.Max_pacing_rate))
+	}
+	return fmt.Sprintf("cwnd %d, srtt %d µs (rttvar %d, min %d), pacing %.1f Mbit/s (max %s), delivery %.1f Mbit/s, busy %d ms (rwnd-limited %d, sndbuf-limited %d)",
+		ti.Snd_cwnd, ti.Rtt, ti.Rttvar, ti.Min_rtt, mbit(ti.Pacing_rate), maxPacing, mbit(ti.Delivery_rate),
+		ti.Busy_time/1000, ti.Rwnd_limited/1000, ti.Sndbuf_limited/1000)
+}
+
+// wait returns once the sender and the receiver have ended (after stop or
+// abort), with the first error either saw.
+func (b *bulk) wait(timeout time.Duration) error {
+	deadline := time.After(timeout)
+	var first error
+	for range 2 {
+		select {
+		case err := <-b.done:
+			if first == nil {
+				first = err
+			}
+		case <-deadline:
+			return fmt.Errorf("not ended after %v", timeout)
+		}
+	}
+	return first
+}
+
 // rxCount is a pod's eth0 receive counters.
 type rxCount struct{ bytes, packets uint64 }
 
@@ -209,6 +260,20 @@ func wireRate(read func() rxCount, qlen func() (uint32, bool), window time.Durat
 // dev in the netns at nsPath (false when there is none).
 func fqQlen(t *testing.T, nsPath, dev string) func() (uint32, bool) {
 	t.Helper()
+	q := fqQueue(t, nsPath, dev)
+	return func() (uint32, bool) {
+		s, ok := q()
+		return s.qlen, ok
+	}
+}
+
+// queueStats is what a qdisc reports of its queue.
+type queueStats struct{ qlen, drops uint32 }
+
+// fqQueue returns a reader of the root fq qdisc's queue statistics of dev
+// in the netns at nsPath (false when there is none).
+func fqQueue(t *testing.T, nsPath, dev string) func() (queueStats, bool) {
+	t.Helper()
 	ns, err := netns.GetFromPath(nsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -223,18 +288,18 @@ func fqQlen(t *testing.T, nsPath, dev string) func() (uint32, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func() (uint32, bool) {
+	return func() (queueStats, bool) {
 		qs, err := h.QdiscList(link)
 		if err != nil {
-			return 0, false
+			return queueStats{}, false
 		}
 		for _, q := range qs {
 			a := q.Attrs()
 			if q.Type() == "fq" && a.Parent == netlink.HANDLE_ROOT && a.Statistics != nil && a.Statistics.Queue != nil {
-				return a.Statistics.Queue.Qlen, true
+				return queueStats{a.Statistics.Queue.Qlen, a.Statistics.Queue.Drops}, true
 			}
 		}
-		return 0, false
+		return queueStats{}, false
 	}
 }
 

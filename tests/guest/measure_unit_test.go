@@ -40,3 +40,47 @@ func TestSummarize(t *testing.T) {
 		t.Error("no samples: no error")
 	}
 }
+
+// TestTransferRates: a 10 s transfer at exactly the target after a first
+// second at 1.5×, sampled every 20 ms with one 300 ms stall of the
+// sampler, and data drained after the end that must not count.
+func TestTransferRates(t *testing.T) {
+	const target = 50e6
+	// Bytes delivered by time at: data from 0.5 s to 10.5 s, the first
+	// second at 1.5×, then the target; after 10.5 s a drain at 2× that
+	// must be left out.
+	bytesAt := func(at time.Duration) uint64 {
+		sec := func(d time.Duration) float64 { return d.Seconds() }
+		var b float64
+		b += 1.5 * target / 8 * sec(min(max(at-500*time.Millisecond, 0), time.Second))
+		b += target / 8 * sec(max(at-1500*time.Millisecond, 0))
+		b += target / 8 * sec(max(at-10500*time.Millisecond, 0))
+		return uint64(b)
+	}
+	var s []wireSample
+	for at := time.Duration(0); at <= 12*time.Second; at += 20 * time.Millisecond {
+		if at > 5*time.Second && at < 5300*time.Millisecond {
+			continue // the sampler stalled
+		}
+		s = append(s, wireSample{at, bytesAt(at)})
+	}
+	r, err := rates(s, 10500*time.Millisecond, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(r.wire-1) > 0.001 {
+		t.Errorf("wire %.4f, want 1", r.wire)
+	}
+	if math.Abs(r.firstSecond-1.5) > 0.03 {
+		t.Errorf("first second %.3f, want 1.5", r.firstSecond)
+	}
+	if math.Abs(r.p5-1) > 0.001 || math.Abs(r.p95-1) > 0.001 {
+		t.Errorf("100 ms p5–p95 %.3f–%.3f, want 1–1", r.p5, r.p95)
+	}
+	if r.maxGap < 300*time.Millisecond || r.bins < 85 || r.bins > 91 {
+		t.Errorf("longest gap %v, %d bins: want ≥ 300 ms and ~88", r.maxGap, r.bins)
+	}
+	if _, err := rates(s[:60], time.Hour, target); err == nil {
+		t.Error("1.2 s of samples: want an error (no steady window)")
+	}
+}

@@ -5,7 +5,7 @@
 // shared read-only over 9p so the tests run from the repository as on the
 // host. See README.md.
 //
-//	kernels run   [-kernels "5.10 6.1 …"] [-pkgs "./pkg/datapath …"] [-run RE] [-skip RE] [-refresh] [-v]
+//	kernels run   [-kernels "5.10 6.1 …"] [-pkgs "./pkg/datapath …"] [-run RE] [-skip RE] [-summary FILE] [-refresh] [-v]
 //	kernels fetch [-refresh] LINE…
 //	kernels exec  [-kernel LINE] TEST-BINARY [ARGS…]   (go test -exec, via qemu-exec)
 package main
@@ -68,7 +68,7 @@ func main() {
 
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
-  kernels run   [-kernels "`+DefaultKernels+`"] [-pkgs "./pkg/datapath …"] [-run REGEXP] [-skip REGEXP] [-refresh] [-v]
+  kernels run   [-kernels "`+DefaultKernels+`"] [-pkgs "./pkg/datapath …"] [-run REGEXP] [-skip REGEXP] [-summary FILE] [-refresh] [-v]
   kernels fetch [-refresh] LINE…
   kernels exec  [-kernel LINE] TEST-BINARY [ARGS…]
 Environment: KERNELS_CACHE (default .cache/kernels), QEMU_ACCEL (tcg),

@@ -185,6 +185,7 @@ func cmdRun(args []string) (int, error) {
 	verbose := fs.Bool("v", false, "print every line the guests print")
 	short := fs.Bool("short", false, "go test -short: the CI-sized run (fewer rates and delays in tests/guest)")
 	testTimeout := fs.Duration("timeout", 6*time.Minute, "go test -timeout of each package in a guest")
+	summaryOut := fs.String("summary", "", "also write the summary (results.md) to this file: a figure of this run, not of the last one to share the cache")
 	fs.Parse(args)
 	cache, err := cacheDir()
 	if err != nil {
@@ -230,6 +231,11 @@ func cmdRun(args []string) (int, error) {
 		summarize(results, fetchDur, buildDur, total)
 	fmt.Print(summary)
 	os.WriteFile(filepath.Join(cache, "results.md"), []byte(summary), 0o644)
+	if *summaryOut != "" {
+		if err := os.WriteFile(*summaryOut, []byte(strings.TrimPrefix(summary, "\n")), 0o644); err != nil {
+			return 1, fmt.Errorf("writing the summary: %w", err)
+		}
+	}
 
 	var pass, fail, skip int
 	for _, r := range results {

@@ -37,6 +37,7 @@ func main() {
 		"BENCH-LINT":         lintRun,
 		"BENCH-PACING":       pacingTables,
 		"BENCH-PACING-RATES": pacingRatesTables,
+		"BENCH-PACING-GUEST": pacingGuestTable,
 		"BENCH-COEXIST":      coexistTable,
 		"BENCH-MEMORY":       memoryTable,
 	}
