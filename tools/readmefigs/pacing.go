@@ -12,6 +12,13 @@ import (
 // by side (issue 13).
 func pacingTables() (string, error) { return pacingTablesFrom("docs/bench/pacing.json") }
 
+// pacingFQRateTables renders the issue's first table reproduced: the
+// application pacing its own socket (iperf3 --fq-rate) with no rule and
+// under the policer, beside the policer alone and the default
+// (docs/bench/pacing-fqrate.json: tools/bench -sections pacing -modes
+// drop,none+fqrate,drop+fqrate94,drop+pacing,drop+pacing+fqrate94).
+func pacingFQRateTables() (string, error) { return pacingTablesFrom("docs/bench/pacing-fqrate.json") }
+
 // pacingRatesTables renders the runs at other targets, one table per run
 // (docs/bench/pacing-rates-*.json: tools/bench -sections pacing -rates …
 // with a subset of the modes, when the bench time did not allow the whole
