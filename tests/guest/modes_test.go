@@ -151,11 +151,13 @@ func TestModesSideBySide(t *testing.T) {
 //     unpaced (else the CPU, not the mode, sets the pace): −5 % for the
 //     queueing modes (pace, tbf), whose departures follow each other at
 //     the rate while the queue holds a backlog, late timers or not
-//     (TestPaceWireRate's reasoning); −20 % for the drop modes, whose rate
-//     is TCP's own and in an emulated guest pays for its jittery RTT
-//     (cwnd- or RTO-bound: measured 0.91–0.93 with one paced stream in a
-//     short TCG run, 0.99–1.00 on the host). −20 % still catches a
-//     share counted twice (≤ 0.5 of the target with two flows' worth).
+//     (TestPaceWireRate's reasoning); 0.65 for the drop modes, whose rate
+//     is TCP's own and in an emulated guest pays for its jittery RTT:
+//     one paced stream at 50M measured 0.83–0.93 in 5 s TCG runs (its
+//     congestion window, clamped to ~2 × rate × srtt by sock_ops, binds
+//     whenever the RTT jumps past twice its average; TCP_INFO in the log),
+//     0.99–1.00 on the host. 0.65 still catches a share counted twice
+//     (≤ 0.5 of the target).
 //   - Cooperative pacing in effect (kernel ≥ 5.15): drop+pacing
 //     retransmits ≤ 1 % of what it sends (median), where the policer
 //     alone retransmits 20–60 % at these rates (host, make bench-pacing;
@@ -177,7 +179,7 @@ func checkModes(t *testing.T, p *modePoint, capacity float64, pacingErr error) {
 		return
 	}
 	fast := capacity >= 3*float64(p.rate)
-	low := 0.80
+	low := 0.65
 	if p.mode.rule == rules.ModePace || p.mode.rule == rules.ModeTBF {
 		low = 0.95
 	}
