@@ -112,11 +112,16 @@ func sideBySide(t *testing.T, prefix string, configs [2]agentConfig, rounds int,
 	}
 }
 
-// median is the middle sample (the upper one of an even count).
+// median is the middle sample, the mean of the two middle ones of an even
+// count.
 func median(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
-	return s[len(s)/2]
+	n := len(s)
+	if n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[n/2]
 }
 
 func loadAvg() string {
