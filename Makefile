@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-agent-vs bench-monitoring bench-memory bench-cni bench-pacing-guest readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-agent-vs bench-monitoring bench-memory bench-agent-guest bench-cni bench-pacing-guest readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -198,6 +198,18 @@ bench-cni: bpffs build
 # issue 12 (BASELINE). tools/membench/run.sh.
 bench-memory: bpffs
 	KERNELS_CACHE=$${KERNELS_CACHE:-.cache/kernels} tools/membench/run.sh
+
+# The real agent in a qemu guest with CPUS CPUs (or CPUS=host: on this
+# machine), under the DaemonSet's memory limit, 250 pods' rules applied,
+# against a kube-apiserver on the host reached through qemu's user-mode
+# network (restrict=on, one forward: tools/kernels KERNELS_APISERVER).
+# docs/bench/agent-guest.json, a section per CPU count. TCG with 192 CPUs:
+# ~15-30 min.
+AGENT_GUEST_CPUS ?= 192
+bench-agent-guest: bpffs
+	KERNELS_CACHE=$${KERNELS_CACHE:-.cache/kernels} KUBESHAPER_BENCH=1 KUBESHAPER_AGENTGUEST_CPUS=$(AGENT_GUEST_CPUS) \
+		KERNELS_TIMEOUT=$${KERNELS_TIMEOUT:-50m} $(GO) test -count=1 -run '^TestAgentInGuest$$' -v -timeout 60m ./tools/bench/agentguest/ && \
+		$(GO) run ./tools/readmefigs
 
 # README.md quotes docs/bench/ through this, never by hand.
 # The full kernel run as a figure: its summary (pass/fail per kernel, the

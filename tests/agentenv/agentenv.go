@@ -104,7 +104,14 @@ type World struct {
 // names) and a pin directory under the bpffs; all removed in t.Cleanup.
 func New(t testing.TB, tag string) *World {
 	t.Helper()
-	w := &World{T: t, Env: kubeenv.Start(t), NS: "shaped"}
+	return NewOn(t, tag, kubeenv.Start(t))
+}
+
+// NewOn is New on a control plane already running (kubeenv.Attach: one
+// on the host, the World in a qemu guest).
+func NewOn(t testing.TB, tag string, env *kubeenv.Env) *World {
+	t.Helper()
+	w := &World{T: t, Env: env, NS: "shaped"}
 	w.Lab = netlab.New(t, tag)
 	w.CS = w.Env.Clientset()
 	w.PinDir = netlab.PinDir(t, "ksag")

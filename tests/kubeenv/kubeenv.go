@@ -85,6 +85,7 @@ type Env struct {
 
 	apiPort    int
 	host       string // https://127.0.0.1:<apiPort>
+	serverName string // the name to verify the certificate as ("": host's)
 	etcdURL    string
 	kubeconfig string
 
@@ -525,13 +526,51 @@ func (e *Env) ensureServiceAccount(ctx context.Context, ns string) error {
 }
 
 func (e *Env) writeKubeconfig() error {
+	e.kubeconfig = filepath.Join(e.dir, "kubeconfig")
+	return e.WriteKubeconfigFor(e.kubeconfig, e.host)
+}
+
+// WriteKubeconfigFor writes an admin kubeconfig that reaches this
+// apiserver at server (https://IP:PORT), e.g. through a qemu guest's
+// forward: it still verifies the certificate, as issued to 127.0.0.1
+// (tls-server-name).
+func (e *Env) WriteKubeconfigFor(path, server string) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kubeenv"] = &clientcmdapi.Cluster{Server: e.host, CertificateAuthorityData: e.caPEM}
+	cl := &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: e.caPEM}
+	if server != e.host {
+		cl.TLSServerName = "127.0.0.1"
+	}
+	cfg.Clusters["kubeenv"] = cl
 	cfg.AuthInfos[adminUser] = &clientcmdapi.AuthInfo{Token: e.token}
 	cfg.Contexts["kubeenv"] = &clientcmdapi.Context{Cluster: "kubeenv", AuthInfo: adminUser, Namespace: metav1.NamespaceDefault}
 	cfg.CurrentContext = "kubeenv"
-	e.kubeconfig = filepath.Join(e.dir, "kubeconfig")
-	return clientcmd.WriteToFile(*cfg, e.kubeconfig)
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// Attach returns an Env for a control plane another process started, from
+// its admin kubeconfig (WriteKubeconfigFor's): the API helpers
+// (CreateNode, CreatePodWithIPs, Clientset…) work; the control plane's
+// processes, logs and Stop are the other process's (Stop does nothing).
+func Attach(kubeconfig string) (*Env, error) {
+	cfg, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
+	}
+	ctx := cfg.Contexts[cfg.CurrentContext]
+	if ctx == nil || cfg.Clusters[ctx.Cluster] == nil || cfg.AuthInfos[ctx.AuthInfo] == nil {
+		return nil, fmt.Errorf("attach: %s: no current context with a cluster and user", kubeconfig)
+	}
+	cl, user := cfg.Clusters[ctx.Cluster], cfg.AuthInfos[ctx.AuthInfo]
+	return &Env{
+		opts:       Options{Logf: func(string, ...any) {}},
+		token:      user.Token,
+		caPEM:      cl.CertificateAuthorityData,
+		host:       cl.Server,
+		serverName: cl.TLSServerName,
+		kubeconfig: kubeconfig,
+		stopped:    true,
+		podSeq:     map[string]int{},
+	}, nil
 }
 
 // StartAPIServer (re)starts kube-apiserver on the same port against the same
@@ -624,7 +663,7 @@ func (e *Env) RESTConfig() *rest.Config {
 	return &rest.Config{
 		Host:            e.host,
 		BearerToken:     e.token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: append([]byte(nil), e.caPEM...)},
+		TLSClientConfig: rest.TLSClientConfig{CAData: append([]byte(nil), e.caPEM...), ServerName: e.serverName},
 		QPS:             200,
 		Burst:           400,
 		Timeout:         30 * time.Second,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,6 +167,26 @@ func TestControlPlane(t *testing.T) {
 	}
 	if _, err := cs.CoreV1().Pods(ns).Get(ctx, "web-1", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("web-1 after delete: err = %v, want NotFound", err)
+	}
+
+	// Attach: an Env from a kubeconfig for another address of this
+	// apiserver (as a qemu guest's forward is) works with the helpers.
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := env.WriteKubeconfigFor(kc, strings.Replace(env.Host(), "127.0.0.1", "localhost", 1)); err != nil {
+		t.Fatal(err)
+	}
+	att, err := kubeenv.Attach(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := att.CreateNode(ctx, "node-attached"); err != nil {
+		t.Fatalf("CreateNode through Attach: %v", err)
+	}
+	if _, err := cs.CoreV1().Nodes().Get(ctx, "node-attached", metav1.GetOptions{}); err != nil {
+		t.Fatalf("node created through Attach: %v", err)
+	}
+	if err := att.Stop(); err != nil || !env.APIServerRunning() {
+		t.Fatalf("Stop of an attached Env: %v; the apiserver must still run", err)
 	}
 
 	// Stop really stops: the apiserver port goes dark and the dir is removed.

@@ -20,15 +20,15 @@ const busyboxPath = "/bin/busybox"
 
 // buildInitramfs writes k's initramfs (newc cpio, uncompressed): busybox,
 // /init, the decompressed modules with their load order and the kernel's
-// config. Test binaries are not in it: the guest reads them, and the
+// config (and the required modules extra). Test binaries are not in it: the guest reads them, and the
 // repository, from the host over 9p.
-func buildInitramfs(k *kernel, out string) error {
+func buildInitramfs(k *kernel, out string, extra []string) error {
 	stage, err := os.MkdirTemp(filepath.Dir(out), "stage-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(stage)
-	load, err := stageModules(k, stage)
+	load, err := stageModules(k, stage, extra)
 	if err != nil {
 		return err
 	}

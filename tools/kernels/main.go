@@ -72,7 +72,9 @@ func usage() {
   kernels fetch [-refresh] LINE…
   kernels exec  [-kernel LINE] TEST-BINARY [ARGS…]
 Environment: KERNELS_CACHE (default .cache/kernels), QEMU_ACCEL (tcg),
-QEMU_EXTRA_ARGS, KERNEL (exec's default line), KERNELS_TIMEOUT (per guest).
+QEMU_EXTRA_ARGS, KERNEL (exec's default line), KERNELS_TIMEOUT (per guest),
+KERNELS_APISERVER=IP:PORT (exec only, opt-in: a NIC whose only way out is
+the guest's `+GuestAPIServerAddr+` forwarded to IP:PORT on the host).
 `)
 	os.Exit(2)
 }
@@ -99,14 +101,21 @@ func cmdFetch(args []string) error {
 	return nil
 }
 
-// prepare returns the kernel of a line and a fresh initramfs for it.
-func prepare(cache, line string, refresh bool) (*kernel, string, error) {
+// prepare returns the kernel of a line and a fresh initramfs for it
+// (with the NIC's driver if withNet: a file of its own, so that test runs
+// at the same time keep theirs as it always was).
+func prepare(cache, line string, refresh, withNet bool) (*kernel, string, error) {
 	k, err := ensureKernel(cache, line, refresh)
 	if err != nil {
 		return nil, "", err
 	}
 	initrd := filepath.Join(cache, "k", k.Release, "initramfs.cpio")
-	if err := buildInitramfs(k, initrd); err != nil {
+	var extra []string
+	if withNet {
+		initrd = filepath.Join(cache, "k", k.Release, "initramfs-net.cpio")
+		extra = netModules
+	}
+	if err := buildInitramfs(k, initrd, extra); err != nil {
 		return nil, "", fmt.Errorf("%s: initramfs: %w", k.Release, err)
 	}
 	return k, initrd, nil
@@ -136,7 +145,11 @@ func cmdExec(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	k, initrd, err := prepare(cache, *line, false)
+	fwd, err := apiserverForward()
+	if err != nil {
+		return 1, err
+	}
+	k, initrd, err := prepare(cache, *line, false, fwd != "")
 	if err != nil {
 		return 1, err
 	}
@@ -172,7 +185,7 @@ func cmdExec(args []string) (int, error) {
 	os.MkdirAll(filepath.Dir(console), 0o755)
 	fmt.Fprintf(os.Stderr, "kernels: %s (%s) in qemu\n", k.Release, k.short())
 	rc, err := boot(bootOpts{
-		k: k, initrd: initrd, job: runSh, console: console,
+		k: k, initrd: initrd, job: runSh, console: console, apiserver: fwd,
 		expose:  []string{job, cwd},
 		timeout: guestTimeout(timeout),
 		line: func(l string) {

@@ -98,13 +98,14 @@ func (ix *modIndex) order(want []string) (paths, missing []string) {
 // stageModules copies the modules to load, decompressed, into
 // dst/lib/modules/<release>/ with the kernel's modules.builtin files and a
 // depmod of its own (so modprobe and modinfo work in the guest), and
-// returns the load order (paths relative to that dir, .ko).
-func stageModules(k *kernel, dst string) ([]string, error) {
+// returns the load order (paths relative to that dir, .ko). extra are
+// required too (the opt-in network's driver).
+func stageModules(k *kernel, dst string, extra []string) ([]string, error) {
 	ix, err := readModIndex(k.modDir())
 	if err != nil {
 		return nil, err
 	}
-	paths, missing := ix.order(requiredModules)
+	paths, missing := ix.order(append(append([]string(nil), requiredModules...), extra...))
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%s lacks modules %s (neither a module nor built in)", k.Release, strings.Join(missing, ", "))
 	}

@@ -29,8 +29,11 @@ type bootOpts struct {
 	// although it mounts its own filesystems over them (/tmp, /run…).
 	expose  []string
 	console string // kernel console log
-	timeout time.Duration
-	line    func(string) // each line the job prints
+	// apiserver is KERNELS_APISERVER (HOST:PORT): the guest gets a NIC
+	// whose only way out leads there (apiserver.go); "" for none.
+	apiserver string
+	timeout   time.Duration
+	line      func(string) // each line the job prints
 }
 
 func qemuArgs(o bootOpts) []string {
@@ -57,6 +60,9 @@ func qemuArgs(o bootOpts) []string {
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
 	}
 	args = append(args, shares...)
+	if o.apiserver != "" {
+		args = append(args, netArgs(o.apiserver)...)
+	}
 	return append(args, strings.Fields(os.Getenv("QEMU_EXTRA_ARGS"))...)
 }
 

@@ -254,7 +254,7 @@ func runKernel(cache, repo, binDir string, k *kernel, pkgs []string, runRE, skip
 	start := time.Now()
 	defer func() { res.dur = time.Since(start) }()
 	fmt.Printf("== %s: %s (%s)\n", k.Line, k.short(), k.Release)
-	_, initrd, err := prepare(cache, k.Line, false)
+	_, initrd, err := prepare(cache, k.Line, false, false)
 	if err != nil {
 		res.err = err
 		fmt.Printf("  FAIL %v\n", err)

@@ -41,6 +41,7 @@ func main() {
 		"BENCH-PACING-FQRATE": pacingFQRateTables,
 		"BENCH-COEXIST":       coexistTable,
 		"BENCH-MEMORY":        memoryTable,
+		"BENCH-AGENT-GUEST":   agentGuestTable,
 	}
 	names := make([]string, 0, len(sections))
 	for n := range sections {
