@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -43,11 +44,46 @@ func apiserverForward() (string, error) {
 }
 
 // netArgs are qemu's arguments for the NIC forwarding to fwd (HOST:PORT).
-// romfile= skips the PXE option ROM (nothing boots from the network).
-func netArgs(fwd string) []string {
+// The forward runs relay (this tool's `relay HOST:PORT`) for each
+// connection the guest opens: a guestfwd to a chardev instead would be
+// one host connection, opened at start, shared by every guest connection
+// in turn. romfile= skips the PXE option ROM (nothing boots from the
+// network).
+func netArgs(fwd, relay string) []string {
 	ip, port, _ := net.SplitHostPort(GuestAPIServerAddr)
 	return []string{
-		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:%s:%s-tcp:%s", ip, port, fwd),
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:%s:%s-cmd:%s relay %s", ip, port, relay, fwd),
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 	}
+}
+
+// cmdRelay is `kernels relay HOST:PORT`, what the guest's forward runs for
+// a connection: its stdin and stdout are the guest's socket (and so is
+// stderr: nothing may be written there), copied to and from a new TCP
+// connection to HOST:PORT.
+func cmdRelay(args []string) error {
+	if len(args) != 1 {
+		return errUsage
+	}
+	c, err := net.Dial("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	return relay(c.(*net.TCPConn), os.Stdin, os.Stdout)
+}
+
+// relay copies in to c and c to out until both directions end.
+func relay(c *net.TCPConn, in io.Reader, out io.Writer) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(c, in)
+		c.CloseWrite()
+		done <- err
+	}()
+	_, err := io.Copy(out, c)
+	c.Close()
+	if err2 := <-done; err == nil {
+		err = err2
+	}
+	return err
 }

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +26,8 @@ func TestQemuArgsNetworkOptIn(t *testing.T) {
 		t.Fatalf("opt-in changed the default arguments:\n%q\n%q", plain, args[:len(plain)])
 	}
 	extra := strings.Join(args[len(plain):], " ")
-	want := "-netdev user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:6443-tcp:127.0.0.1:34567 -device virtio-net-pci,netdev=n0,romfile="
+	self, _ := os.Executable()
+	want := "-netdev user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:6443-cmd:" + self + " relay 127.0.0.1:34567 -device virtio-net-pci,netdev=n0,romfile="
 	if extra != want {
 		t.Fatalf("opt-in arguments %q, want %q", extra, want)
 	}
@@ -34,5 +39,35 @@ func TestAPIServerForwardChecked(t *testing.T) {
 		if _, err := apiserverForward(); (err == nil) != ok {
 			t.Errorf("%s=%q: err %v", apiserverEnv, v, err)
 		}
+	}
+}
+
+// TestRelay: what the guest writes reaches the host's server and its
+// answer comes back; the relay ends when both sides have.
+func TestRelay(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(c) // until the relay's CloseWrite
+		c.Write(bytes.ToUpper(b))
+		c.Close()
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := relay(c.(*net.TCPConn), strings.NewReader("get /readyz"), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "GET /READYZ" {
+		t.Fatalf("relayed %q", out.String())
 	}
 }

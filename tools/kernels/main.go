@@ -54,6 +54,8 @@ func main() {
 		err = cmdFetch(os.Args[2:])
 	case "exec":
 		rc, err = cmdExec(os.Args[2:])
+	case "relay": // the opt-in network's forward (apiserver.go)
+		err = cmdRelay(os.Args[2:])
 	default:
 		usage()
 	}

@@ -61,7 +61,8 @@ func qemuArgs(o bootOpts) []string {
 	}
 	args = append(args, shares...)
 	if o.apiserver != "" {
-		args = append(args, netArgs(o.apiserver)...)
+		self, _ := os.Executable()
+		args = append(args, netArgs(o.apiserver, self)...)
 	}
 	return append(args, strings.Fields(os.Getenv("QEMU_EXTRA_ARGS"))...)
 }
