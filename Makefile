@@ -207,7 +207,7 @@ bench-memory: bpffs
 # ~15-30 min.
 AGENT_GUEST_CPUS ?= 192
 bench-agent-guest: bpffs
-	KERNELS_CACHE=$${KERNELS_CACHE:-.cache/kernels} KUBESHAPER_BENCH=1 KUBESHAPER_AGENTGUEST_CPUS=$(AGENT_GUEST_CPUS) \
+	KERNELS_CACHE=$${KERNELS_CACHE:-$(CURDIR)/.cache/kernels} KUBESHAPER_BENCH=1 KUBESHAPER_AGENTGUEST_CPUS=$(AGENT_GUEST_CPUS) \
 		KERNELS_TIMEOUT=$${KERNELS_TIMEOUT:-50m} $(GO) test -count=1 -run '^TestAgentInGuest$$' -v -timeout 60m ./tools/bench/agentguest/ && \
 		$(GO) run ./tools/readmefigs
 
