@@ -2,6 +2,7 @@ package agentguest
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -150,33 +151,49 @@ func nodeSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := keyed(filepath.Join(cg, "memory.events"))
+	recErrs, _ := ag.Metric("kubeshaper_agent_reconcile_errors_total")
+	// GOMAXPROCS as on a node: none in the agent's environment, no CPU
+	// limit (cpu.max) on its cgroup, all CPUs allowed: the runtime's
+	// default, one P per CPU.
+	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", ag.Pid()))
+	gomaxprocs := "unset"
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok && v != "" {
+			gomaxprocs = v
+		}
+	}
+	status := keyedLines(fmt.Sprintf("/proc/%d/status", ag.Pid()), ":")
 	res := map[string]any{
-		"cpus":                runtime.NumCPU(),
-		"kernel":              release(),
-		"pods":                npods,
-		"rules":               rules,
-		"limit_bytes":         limit,
-		"gomemlimit":          os.Getenv(envMemLimit),
-		"cgroup":              cg + nocg,
-		"memory_current":      readInt(filepath.Join(cg, "memory.current")),
-		"memory_peak":         readInt(filepath.Join(cg, "memory.peak")),
-		"memory_events":       events,
-		"oom":                 events["oom"] + events["oom_kill"],
-		"memory_stat":         pick(keyed(filepath.Join(cg, "memory.stat")), "anon", "file", "kernel", "percpu", "sock", "shmem", "slab"),
-		"vmrss_kib":           st["VmRSS"],
-		"rss_anon_kib":        st["RssAnon"],
-		"rss_file_kib":        st["RssFile"],
-		"threads":             st["Threads"],
-		"maps_memlock":        memlock,
-		"maps":                maps,
-		"readyz":              code,
-		"readyz_body":         body,
-		"setup_seconds":       setup.Seconds(),
-		"ready_seconds":       ready.Seconds(),
-		"applied_seconds":     applied.Seconds(),
-		"rules_after_ready_s": took.Seconds(),
-		"node_load":           loadAvg(),
-		"date":                time.Now().UTC().Format(time.RFC3339),
+		"cpus":                 runtime.NumCPU(),
+		"kernel":               release(),
+		"pods":                 npods,
+		"rules":                rules,
+		"limit_bytes":          limit,
+		"gomemlimit":           os.Getenv(envMemLimit),
+		"cgroup":               cg + nocg,
+		"memory_current":       readInt(filepath.Join(cg, "memory.current")),
+		"memory_peak":          readInt(filepath.Join(cg, "memory.peak")),
+		"memory_events":        events,
+		"oom":                  events["oom"] + events["oom_kill"],
+		"memory_stat":          pick(keyed(filepath.Join(cg, "memory.stat")), "anon", "file", "kernel", "percpu", "sock", "shmem", "slab"),
+		"vmrss_kib":            st["VmRSS"],
+		"rss_anon_kib":         st["RssAnon"],
+		"rss_file_kib":         st["RssFile"],
+		"threads":              st["Threads"],
+		"agent_gomaxprocs_env": gomaxprocs,
+		"agent_cpus_allowed":   status["Cpus_allowed_list"],
+		"cgroup_cpu_max":       cmp.Or(strings.TrimSpace(string(must(os.ReadFile(filepath.Join(cg, "cpu.max"))))), "none (no cpu controller: no CPU limit)"),
+		"reconcile_errors":     recErrs,
+		"maps_memlock":         memlock,
+		"maps":                 maps,
+		"readyz":               code,
+		"readyz_body":          body,
+		"setup_seconds":        setup.Seconds(),
+		"ready_seconds":        ready.Seconds(),
+		"applied_seconds":      applied.Seconds(),
+		"rules_after_ready_s":  took.Seconds(),
+		"node_load":            loadAvg(),
+		"date":                 time.Now().UTC().Format(time.RFC3339),
 	}
 	if code != http.StatusOK {
 		t.Errorf("agent not ready after applying: %d %s", code, body)
@@ -345,4 +362,13 @@ func mapName(id string) string {
 		return info.Name
 	}
 	return "id" + id
+}
+
+// must is the value, or nothing when reading a file failed (a figure left
+// empty, not a failed run).
+func must(b []byte, err error) []byte {
+	if err != nil {
+		return nil
+	}
+	return b
 }
