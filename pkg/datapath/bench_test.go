@@ -60,9 +60,9 @@ func BenchmarkProgTrivial(b *testing.B) {
 
 func BenchmarkProgNotOurs(b *testing.B) { benchProg(b, nil) }
 
-// BenchmarkProgMonitorFlows is BenchmarkProgMonitor with per-flow records
-// (an existing flow: the steady state of a connection).
-func BenchmarkProgMonitorFlows(b *testing.B) {
+// openMonitoringFlows opens a test datapath whose loopback egress key
+// counts only, with per-flow records: the flow benchmarks' common start.
+func openMonitoringFlows(b *testing.B) *Datapath {
 	dp := openTest(b)
 	cfg, err := ConfigFor(rules.DirectionPolicy{})
 	if err != nil {
@@ -72,6 +72,13 @@ func BenchmarkProgMonitorFlows(b *testing.B) {
 	if err := dp.Set(KeyOf(loIfindex, rules.Egress), cfg); err != nil {
 		b.Fatal(err)
 	}
+	return dp
+}
+
+// BenchmarkProgMonitorFlows is BenchmarkProgMonitor with per-flow records
+// (an existing flow: the steady state of a connection).
+func BenchmarkProgMonitorFlows(b *testing.B) {
+	dp := openMonitoringFlows(b)
 	b.ResetTimer()
 	_, per, err := dp.Program(rules.Egress).Benchmark(udpPacket(64), b.N, nil)
 	if err != nil {
@@ -84,15 +91,7 @@ func BenchmarkProgMonitorFlows(b *testing.B) {
 // flow's set full and the flow in its last way: the most keys a packet of
 // a known flow compares (bpf/lib/flows.h).
 func BenchmarkProgMonitorFlowsLastWay(b *testing.B) {
-	dp := openTest(b)
-	cfg, err := ConfigFor(rules.DirectionPolicy{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.EnableFlows()
-	if err := dp.Set(KeyOf(loIfindex, rules.Egress), cfg); err != nil {
-		b.Fatal(err)
-	}
+	dp := openMonitoringFlows(b)
 	ports := sameSet(dp.objs.KsFlows.MaxEntries()-1, flowWays)
 	for _, p := range ports {
 		if _, err := dp.Program(rules.Egress).Run(&ebpf.RunOptions{Data: udpFrom(p)}); err != nil {
@@ -118,15 +117,7 @@ func BenchmarkProgMonitorFlowsLastWay(b *testing.B) {
 // b.N (-benchtime 2000000x would be 4·10⁶ syscalls); the records are
 // forgotten every 1,024 so that a claim finds a free way, never evicts.
 func BenchmarkProgMonitorFlowsFirstPacket(b *testing.B) {
-	dp := openTest(b)
-	cfg, err := ConfigFor(rules.DirectionPolicy{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.EnableFlows()
-	if err := dp.Set(KeyOf(loIfindex, rules.Egress), cfg); err != nil {
-		b.Fatal(err)
-	}
+	dp := openMonitoringFlows(b)
 	prog := dp.Program(rules.Egress)
 	n := min(b.N, 1<<14)
 	var first, known time.Duration
