@@ -245,6 +245,12 @@ func memoryCgroup(limit int64) (string, string, error) {
 	const root = "/sys/fs/cgroup"
 	var fs unix.Statfs_t
 	if unix.Statfs(root, &fs) != nil || fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		// Only a guest's empty /sys/fs/cgroup may be mounted over: on a
+		// v1 or hybrid host that mount hides the host's own hierarchies
+		// (it once did here, and the next kubelet found no cpu controller).
+		if os.Getenv("KUBESHAPER_IN_GUEST") == "" {
+			return "", "this host's /sys/fs/cgroup is not cgroup v2 (v1 or hybrid): not limited", nil
+		}
 		if err := unix.Mount("none", root, "cgroup2", 0, ""); err != nil {
 			return "", "", fmt.Errorf("mounting cgroup2: %w", err)
 		}
