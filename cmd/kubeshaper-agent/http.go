@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
@@ -115,6 +116,9 @@ func startHTTP(o options, log *logrus.Entry, w *kube.Watcher, rec *reconcile.Rec
 				}),
 		)
 		reg.MustRegister(extra...)
+		// The agent's own runtime and process (go_*, process_*): its heap,
+		// GOMAXPROCS and resident memory, as every Go exporter shows them.
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle(nodestatus.Path, status)

@@ -51,6 +51,7 @@ type options struct {
 }
 
 func main() {
+	withoutHugePages()
 	var o options
 	fs := flag.NewFlagSet("kubeshaper-agent", flag.ExitOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
@@ -72,7 +73,7 @@ func main() {
 	fs.StringVar(&o.yieldTo, "tcx-yield-to", "", "comma-separated tcx program names (as bpftool shows them) that kubeshaper lets run first on a pod's hooks instead of taking the head; pods behind one that ends the hook are reported not enforced")
 	fs.StringVar(&o.nsSelector, "namespace-selector", "", "label selector on Namespaces (e.g. 'kubeshaper.io/allowed=true'): only their pods are shaped and counted; pods of other namespaces are left alone even when annotated (default: every namespace)")
 	fs.Parse(os.Args[1:])
-	tuneGC()
+	tuneRuntime(o.workers)
 
 	log, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {
@@ -224,6 +225,7 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 	if err != nil {
 		log.WithError(err).Warn("some pods failed at start-up; retrying")
 	}
+	releaseStartupMemory()
 	mon.start(ctx)
 	rec.Run(ctx.Done(), o.workers, o.resync)
 	mon.wait() // the exporter writes the flows left before a cleanup removes them

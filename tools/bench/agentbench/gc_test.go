@@ -10,7 +10,7 @@ import (
 // TestAgentGCPercent (make bench-agent-gc; skipped otherwise) measures the
 // agent's memory at 250 pods after 200 annotation changes with Go's
 // default GOGC=100 and with the agent's own default (GOGC unset: 50,
-// cmd/kubeshaper-agent/gc.go), side by side (sideBySide), 4 rounds; it
+// cmd/kubeshaper-agent/runtime.go), side by side (sideBySide), 4 rounds; it
 // writes docs/bench/agent-gc.json.
 func TestAgentGCPercent(t *testing.T) {
 	if !bench.On() {

@@ -138,7 +138,7 @@ func TestAgentInGuest(t *testing.T) {
 		"where":      cpus,
 		"apiserver":  "kube-apiserver + etcd on the host (tests/kubeenv); the guest reaches it through qemu user-mode networking, restrict=on, one guestfwd",
 		"limit_from": "manifests/daemonset.yaml (memory limit, GOMEMLIMIT)",
-		"gomaxprocs": "unset: the Go runtime's default, one per CPU (the DaemonSet sets no CPU limit)",
+		"gomaxprocs": "unset in the environment, no CPU limit (as the DaemonSet): the agent's own choice (cmd/kubeshaper-agent/runtime.go), go_runtime.go_sched_gomaxprocs_threads",
 		"seconds":    time.Since(start).Seconds(),
 		"load_start": load0,
 		"load_end":   loadAvg(),
@@ -147,6 +147,12 @@ func TestAgentInGuest(t *testing.T) {
 	if cpus != "host" {
 		section = "guest-" + cpus
 	}
+	// A variant (KUBESHAPER_AGENTGUEST_ENV: the agent's extra environment)
+	// gets a section of its own.
+	if tag := os.Getenv("KUBESHAPER_AGENTGUEST_TAG"); tag != "" {
+		section += "-" + tag
+	}
+	res["extra_env"] = os.Getenv("KUBESHAPER_AGENTGUEST_ENV")
 	bench.Write(t, "docs/bench/agent-guest.json", section, res)
 }
 

@@ -115,7 +115,7 @@ func nodeSide(t *testing.T) {
 		LogLevel: "info",
 		Resync:   time.Minute, // the agent's default
 		Wrap:     wrap,
-		Env:      []string{"GOMEMLIMIT=" + os.Getenv(envMemLimit), "GOMAXPROCS="},
+		Env:      append([]string{"GOMEMLIMIT=" + os.Getenv(envMemLimit), "GOMAXPROCS="}, strings.Fields(os.Getenv("KUBESHAPER_AGENTGUEST_ENV"))...),
 	})
 	ready := ag.WaitReady(t, 20*time.Minute)
 	want := 2 * npods // bandwidth both ways: a rule per pod and direction
@@ -153,8 +153,8 @@ func nodeSide(t *testing.T) {
 	events := keyed(filepath.Join(cg, "memory.events"))
 	recErrs, _ := ag.Metric("kubeshaper_agent_reconcile_errors_total")
 	// GOMAXPROCS as on a node: none in the agent's environment, no CPU
-	// limit (cpu.max) on its cgroup, all CPUs allowed: the runtime's
-	// default, one P per CPU.
+	// limit (cpu.max) on its cgroup, all CPUs allowed: what the agent
+	// then chooses (go_runtime below).
 	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", ag.Pid()))
 	gomaxprocs := "unset"
 	for _, kv := range strings.Split(string(environ), "\x00") {
@@ -175,7 +175,8 @@ func nodeSide(t *testing.T) {
 		"memory_peak":          readInt(filepath.Join(cg, "memory.peak")),
 		"memory_events":        events,
 		"oom":                  events["oom"] + events["oom_kill"],
-		"memory_stat":          pick(keyed(filepath.Join(cg, "memory.stat")), "anon", "file", "kernel", "percpu", "sock", "shmem", "slab"),
+		"memory_stat":          keyed(filepath.Join(cg, "memory.stat")),
+		"go_runtime":           goRuntime(ag),
 		"vmrss_kib":            st["VmRSS"],
 		"rss_anon_kib":         st["RssAnon"],
 		"rss_file_kib":         st["RssFile"],
@@ -193,10 +194,15 @@ func nodeSide(t *testing.T) {
 		"applied_seconds":      applied.Seconds(),
 		"rules_after_ready_s":  took.Seconds(),
 		"node_load":            loadAvg(),
+		"thp":                  strings.TrimSpace(string(must(os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")))),
+		"agent_godebug":        envOf(ag.Pid(), "GODEBUG"),
 		"date":                 time.Now().UTC().Format(time.RFC3339),
 	}
 	if code != http.StatusOK {
 		t.Errorf("agent not ready after applying: %d %s", code, body)
+	}
+	if cg != "" {
+		res["settled"] = settled(t, ag, cg, t1.Add(settleAfter))
 	}
 	js, _ := json.Marshal(res)
 	fmt.Println(resultMarker + string(js))
@@ -377,4 +383,15 @@ func must(b []byte, err error) []byte {
 		return nil
 	}
 	return b
+}
+
+// envOf is one variable of process pid's environment ("" if unset).
+func envOf(pid int, name string) string {
+	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
