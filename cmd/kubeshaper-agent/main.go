@@ -51,7 +51,7 @@ type options struct {
 }
 
 func main() {
-	withoutHugePages()
+	startTuned()
 	var o options
 	fs := flag.NewFlagSet("kubeshaper-agent", flag.ExitOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
@@ -226,6 +226,11 @@ func run(o options, nsSel labels.Selector, log *logrus.Entry) error {
 		log.WithError(err).Warn("some pods failed at start-up; retrying")
 	}
 	releaseStartupMemory()
+	if n, err := trimExecutable(); err != nil {
+		log.WithError(err).Debug("giving back the binary's start-up pages (the agent only reads higher)")
+	} else {
+		log.WithField("mapped", n).Debug("gave back the binary's start-up pages")
+	}
 	mon.start(ctx)
 	rec.Run(ctx.Done(), o.workers, o.resync)
 	mon.wait() // the exporter writes the flows left before a cleanup removes them

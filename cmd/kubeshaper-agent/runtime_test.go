@@ -23,7 +23,7 @@ const runtimeChild = "KUBESHAPER_TEST_RUNTIME_CHILD"
 // GOMAXPROCS) in a process of their own.
 func TestMain(m *testing.M) {
 	if os.Getenv(runtimeChild) != "" {
-		withoutHugePages()
+		startTuned()
 		tuneRuntime(2)
 		off, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0)
 		fmt.Printf("thp_disable=%d err=%v gomaxprocs=%d pid=%d\n", off, err, runtime.GOMAXPROCS(0), os.Getpid())
@@ -59,9 +59,9 @@ func runChild(t *testing.T, env ...string) map[string]string {
 	return kv
 }
 
-// TestWithoutHugePages: the agent ends up with transparent huge pages off,
+// TestStartTuned: the agent ends up with transparent huge pages off,
 // by one re-exec (the same PID), not a loop.
-func TestWithoutHugePages(t *testing.T) {
+func TestStartTuned(t *testing.T) {
 	if _, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil {
 		t.Skipf("PR_GET_THP_DISABLE: %v", err)
 	}
@@ -80,7 +80,11 @@ func TestTuneRuntimeGOMAXPROCS(t *testing.T) {
 	if got := runChild(t, "GOMAXPROCS=7")["gomaxprocs"]; got != "7" {
 		t.Errorf("GOMAXPROCS=7: %s processors", got)
 	}
-	if maxProcs(2) != minMaxProcs || maxProcs(10) != 12 {
-		t.Errorf("maxProcs(2), maxProcs(10) = %d, %d: want %d, 12", maxProcs(2), maxProcs(10), minMaxProcs)
+	for _, c := range []struct{ def, workers, want int }{
+		{2, 2, 2}, {64, 2, minMaxProcs}, {192, 2, minMaxProcs}, {64, 10, 12}, {1, 10, 1},
+	} {
+		if got := agentProcs(c.def, c.workers); got != c.want {
+			t.Errorf("agentProcs(%d CPUs, %d workers) = %d, want %d", c.def, c.workers, got, c.want)
+		}
 	}
 }

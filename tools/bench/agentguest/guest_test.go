@@ -71,10 +71,24 @@ func TestAgentInGuest(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	agent := filepath.Join(dir, "kubeshaper-agent")
-	build := exec.Command("go", "build", "-o", agent, "./cmd/kubeshaper-agent")
-	build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the agent: %v\n%s", err, out)
+	code := gitDescribe(root)
+	if bin := os.Getenv("KUBESHAPER_AGENTGUEST_BIN"); bin != "" {
+		// Another build of the agent (make bench-agent-guest BASE=<commit>):
+		// the same harness measures the code before a change.
+		b, err := os.ReadFile(bin)
+		if err == nil {
+			err = os.WriteFile(agent, b, 0o755)
+		}
+		if err != nil {
+			t.Fatalf("KUBESHAPER_AGENTGUEST_BIN: %v", err)
+		}
+		code = os.Getenv("KUBESHAPER_AGENTGUEST_BIN_CODE")
+	} else {
+		build := exec.Command("go", "build", "-o", agent, "./cmd/kubeshaper-agent")
+		build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building the agent: %v\n%s", err, out)
+		}
 	}
 	env := kubeenv.Start(t)
 	u, err := url.Parse(env.Host())
@@ -153,6 +167,7 @@ func TestAgentInGuest(t *testing.T) {
 		section += "-" + tag
 	}
 	res["extra_env"] = os.Getenv("KUBESHAPER_AGENTGUEST_ENV")
+	res["code"] = code
 	bench.Write(t, "docs/bench/agent-guest.json", section, res)
 }
 
@@ -212,4 +227,13 @@ func manifestMemory(path string) (int64, string, error) {
 func loadAvg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// gitDescribe names the tree's code: its commit, "+" if it has changes.
+func gitDescribe(root string) string {
+	out, err := exec.Command("git", "-C", root, "describe", "--always", "--dirty=+").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
 }

@@ -155,13 +155,9 @@ func nodeSide(t *testing.T) {
 	// GOMAXPROCS as on a node: none in the agent's environment, no CPU
 	// limit (cpu.max) on its cgroup, all CPUs allowed: what the agent
 	// then chooses (go_runtime below).
-	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", ag.Pid()))
+	// (Not /proc/pid/environ: the agent re-executes itself with
+	// GOMAXPROCS set for its start, cmd/kubeshaper-agent/runtime.go.)
 	gomaxprocs := "unset"
-	for _, kv := range strings.Split(string(environ), "\x00") {
-		if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok && v != "" {
-			gomaxprocs = v
-		}
-	}
 	status := keyedLines(fmt.Sprintf("/proc/%d/status", ag.Pid()), ":")
 	res := map[string]any{
 		"cpus":                 runtime.NumCPU(),

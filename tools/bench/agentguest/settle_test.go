@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,6 +77,7 @@ func snapshot(ag *agentenv.Agent, cg string) map[string]any {
 		"memory_current": cur,
 		"memory_stat":    pick(stat, "anon", "file", "kernel", "percpu", "sock", "shmem", "slab", "vmalloc", "pagetables", "kernel_stack", "active_anon", "inactive_anon", "anon_thp", "thp_fault_alloc", "thp_split_page"),
 		"smaps_rollup":   keyedLines(fmt.Sprintf("/proc/%d/smaps_rollup", ag.Pid()), ":"),
+		"exe_rss_kib":    exeResident(ag.Pid()),
 		// What memory.current holds beyond what memory.stat accounts for.
 		"unaccounted":  cur - stat["anon"] - stat["file"] - stat["kernel"] - stat["sock"],
 		"vmrss_kib":    st["VmRSS"],
@@ -96,6 +98,36 @@ func goRuntime(ag *agentenv.Agent) map[string]float64 {
 			out[n] = v
 		} else {
 			out[n] = -1
+		}
+	}
+	return out
+}
+
+// exeResident is the agent's resident memory per mapping kind of its own
+// binary (/proc/pid/smaps: "r-xp" text, "r--p" read-only data and the
+// pc-line table, "rw-p" data), KiB, and "other_file" for every other file.
+func exeResident(pid int) map[string]int64 {
+	out := map[string]int64{}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return out
+	}
+	var key string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && len(f[1]) == 4 {
+			key = ""
+			if len(f) >= 6 && f[5] == exe {
+				key = "exe " + f[1]
+			} else if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				key = "other_file"
+			}
+			continue
+		}
+		if key != "" && len(f) == 3 && f[0] == "Rss:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			out[key] += n
 		}
 	}
 	return out
