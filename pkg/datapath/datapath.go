@@ -146,7 +146,7 @@ func removePins(pinDir string) error {
 	// The ksp_* pins are pkg/sockpace's, kept beside these (removing its
 	// link pin detaches the socket-pacing program).
 	for _, name := range []string{shaperMapKsRules, shaperMapKsStats, shaperMapKsPcpu, shaperMapKsSlots, shaperMapKsSlotHash, slotOwnerMap, shaperMapKsFlows, shaperMapKsPeers, podNamesMap, firstAppliedMap, ifacesMap,
-		"ksp_link", "ksp_rules", "ksp_groups", "ksp_stats", "ksp_node_netns"} {
+		"ksp_link", "ksp_rules", "ksp_groups", "ksp_stats", "ksp_node_netns", "ksp_socks"} {
 		if err := os.Remove(pinDir + "/" + name); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

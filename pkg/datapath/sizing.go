@@ -43,6 +43,16 @@ func EntriesForPods(pods int) int {
 	return max(minEntries, pods*2*ChurnFactor)
 }
 
+// MaxPods is the pod count the key-indexed maps are sized for: what
+// EntriesForPods was given, or what the size of the maps pinned implies.
+// pkg/sockpace sizes its maps from it, so that the agent and the CLI size
+// both alike.
+func (d *Datapath) MaxPods() int { return d.opts.Entries / (2 * ChurnFactor) }
+
+// Logf reports what a loader did to pinned state where Options.Logf says
+// (pkg/sockpace's maps, kept beside these).
+func (d *Datapath) Logf(format string, args ...any) { d.logf(format, args...) }
+
 // Options size the maps when they are created (or migrated).
 type Options struct {
 	// Entries sizes the key-indexed maps; 0 takes the size of the maps

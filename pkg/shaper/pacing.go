@@ -82,6 +82,13 @@ func (s *Shaper) pace(ifc Interface, pol rules.Policy) error {
 	ns, nsErr := s.podNetns(ifc)
 	if r == (sockpace.Rule{}) {
 		// Not paced itself, but a same-node sender for others' rules.
+		if s.pacing.pacer == nil && !s.pacing.tried && sockpace.Pinned(s.dp.PinDir()) {
+			// An earlier agent's pacing: load it now, not at the next
+			// paced pod, so that its maps get this node's size (and
+			// an older build's maps are replaced) at start. Failing,
+			// the pinned maps are written as they are.
+			_, _ = s.openPacer()
+		}
 		if s.pacing.pacer != nil {
 			if nsErr == nil {
 				_ = s.pacing.pacer.AddNetns(ns.cookie, ifc.Index)
@@ -165,7 +172,10 @@ func (s *Shaper) openPacer() (*sockpace.Pacer, error) {
 	if err != nil {
 		return fail(err)
 	}
-	p, err := sockpace.Open(s.dp.PinDir())
+	// Sized as the datapath's maps: from the node's pod capacity (the
+	// agent: the Node's allocatable pods or --max-pods; the CLI: the
+	// maps already pinned, or the kubelet's default).
+	p, err := sockpace.Open(s.dp.PinDir(), sockpace.Options{Pods: s.dp.MaxPods(), Logf: s.dp.Logf})
 	if err != nil {
 		return fail(err)
 	}
@@ -185,10 +195,13 @@ func (s *Shaper) openPacer() (*sockpace.Pacer, error) {
 }
 
 // unpace removes ifc's pacing entries (Clear, ForgetIndex).
+// It holds the pacing lock while it writes: Attach copies the pinned
+// maps' entries into their replacements (a node whose pod capacity grew),
+// and a deletion between that copy and the new pins would be undone.
 func (s *Shaper) unpace(ifindex int) error {
 	s.pacing.mu.Lock()
+	defer s.pacing.mu.Unlock()
 	delete(s.pacing.podns, ifindex)
-	s.pacing.mu.Unlock()
 	return sockpace.ClearIndex(s.dp.PinDir(), ifindex)
 }
 

@@ -2,10 +2,14 @@ package shaper
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
@@ -328,4 +332,81 @@ func sharedByFlows(t *testing.T, target uint64, flows int) {
 		}
 	}
 	t.Errorf("%d flows did not share the rule in 3 tries: wire below 0.93 of the target, first second above 1.05 or > 200 drops/retransmissions", flows)
+}
+
+// TestSocketPacingAcrossNodeGrowth: an agent sized for a small node paces
+// pod A; the node's pod capacity grows and a new agent starts (a new
+// datapath sized for 250 pods, a new shaper re-applying the pod, as the
+// reconciler does at start). Its socket-pacing maps are sized for 250
+// pods, and a flow that runs across the restart stays paced throughout:
+// the maps are replaced with their entries and the link switched in
+// place, so the new program finds the rule (an empty rules map would lift
+// the socket's pacing at its next ACK: ~1 Gbit/s here for the rest of the
+// flow, an average far above the bound).
+func TestSocketPacingAcrossNodeGrowth(t *testing.T) {
+	lab := netlab.New(t, "h12m")
+	a, b := lab.AddPod("a"), lab.AddPod("b")
+	dir := netlab.PinDir(t, "h12m")
+	t.Cleanup(func() { datapath.RemovePins(dir) })
+	open := func(pods int) *fixture {
+		dp, err := datapath.OpenWith(dir, datapath.Options{Entries: datapath.EntriesForPods(pods), Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh := New(dp)
+		t.Cleanup(func() { sh.ClosePacing(); dp.Close() })
+		return &fixture{lab: lab, dp: dp, sh: sh, a: a, b: b}
+	}
+	const target = 20_000_000
+	pol := rules.Policy{}
+	pol[rules.Egress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: target, Mode: rules.ModeDrop}
+	f := open(16)
+	ifc := f.iface(t, a)
+	f.iface(t, b)
+	f.apply(t, ifc, pol)
+	if err := f.sh.PacingError(); err != nil {
+		t.Skipf("socket pacing unavailable on this kernel: %v", err)
+	}
+	sizes := func() map[string]uint32 {
+		out := map[string]uint32{}
+		for _, n := range []string{"ksp_rules", "ksp_node_netns", "ksp_groups"} {
+			m, err := ebpf.LoadPinnedMap(filepath.Join(dir, n), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[n] = m.MaxEntries()
+			m.Close()
+		}
+		return out
+	}
+	s16, s250 := sockpace.SizesForPods(16), sockpace.SizesForPods(250)
+	if got, want := sizes(), map[string]uint32{"ksp_rules": uint32(s16.Rules), "ksp_node_netns": uint32(s16.Netns), "ksp_groups": uint32(s16.Groups)}; !maps.Equal(got, want) {
+		t.Errorf("maps of a 16-pod node: %v, want %v", got, want)
+	}
+
+	done := make(chan float64, 1)
+	go func() {
+		r, _ := netlab.TCPRate(a, b, 3*time.Second)
+		done <- r
+	}()
+	time.Sleep(time.Second)
+	g := open(250) // the restarted agent, on a node now sized for 250 pods
+	g.apply(t, g.iface(t, b), rules.Policy{})
+	g.apply(t, ifc, pol)
+	r := <-done
+	if err := g.sh.PacingError(); err != nil {
+		t.Fatalf("pacing after the restart: %v", err)
+	}
+	if got, want := sizes(), map[string]uint32{"ksp_rules": uint32(s250.Rules), "ksp_node_netns": uint32(s250.Netns), "ksp_groups": uint32(s250.Groups)}; !maps.Equal(got, want) {
+		t.Errorf("maps after the node grew to 250 pods: %v, want %v", got, want)
+	}
+	payload := float64(target) * 1448 / 1514
+	t.Logf("one flow across the restart: %.2f Mbit/s payload (%.3f of the target's)", r/1e6, r/payload)
+	if r > payload*1.1 {
+		t.Errorf("the flow ran at %.2f Mbit/s across the restart, want ≤ %.2f: unpaced for a while", r/1e6, payload*1.1/1e6)
+	}
+	st, err := sockpace.Read(dir)
+	if err != nil || len(st.Of(ifc.Index)) != 1 || st.Stats.SetErrors != 0 {
+		t.Errorf("pacing state after the restart: %+v, %v", st, err)
+	}
 }

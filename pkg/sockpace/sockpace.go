@@ -31,38 +31,50 @@ const (
 	rulesPin = "ksp_rules"
 )
 
-var mapPins = []string{"ksp_rules", "ksp_groups", "ksp_stats", "ksp_node_netns"}
+// mapPins are the maps pinned beside the link: the rules and netns records
+// user space writes, the program's flow accounting, its counters, and its
+// per-socket state (pinned so that a new agent's program, swapped in on
+// the same link, goes on with the sockets paced before it).
+var mapPins = []string{sockpaceMapKspRules, sockpaceMapKspGroups, sockpaceMapKspStats, sockpaceMapKspNodeNetns, sockpaceMapKspSocks}
 
 // Pacer is the loaded program with its maps, attached or not.
 type Pacer struct {
 	objs   sockpaceObjects
 	pinDir string
-	Cgroup string // where the program is attached ("" until Attach)
+	opts   Options
+	repl   []*replacement // maps to pin in place of the pinned ones (Attach)
+	Cgroup string         // where the program is attached ("" until Attach)
 }
 
-// Open loads the program and opens (or creates) its maps pinned in pinDir.
-// It attaches nothing: Attach does.
-func Open(pinDir string) (*Pacer, error) {
-	p := &Pacer{pinDir: pinDir}
-	err := p.load()
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		// An older build's pins: start over rather than misread them.
-		for _, n := range mapPins {
-			if rerr := os.Remove(filepath.Join(pinDir, n)); rerr != nil && !os.IsNotExist(rerr) {
-				return nil, fmt.Errorf("replacing incompatible pinned map %s: %w", n, rerr)
-			}
-		}
-		err = p.load()
-	}
+// Open loads the program with its maps sized by o (see Options): those
+// pinned in pinDir when they fit, else new ones that Attach pins in their
+// place once the program is attached. Until Attach, nothing pinned changes.
+func Open(pinDir string, o Options) (*Pacer, error) {
+	spec, err := loadSockpace()
 	if err != nil {
+		return nil, fmt.Errorf("reading the socket-pacing BPF object: %w", err)
+	}
+	sizeSpec(spec, SizesForPods(o.Pods))
+	use, repl, err := prepare(pinDir, spec, o)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pacer{pinDir: pinDir, opts: o, repl: repl}
+	// The loader takes clones of every map: ours are released here.
+	defer func() {
+		for _, m := range use {
+			m.Close()
+		}
+	}()
+	if err := loadSockpaceSpec(spec, &p.objs, use); err != nil {
+		p.dropReplaced()
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *Pacer) load() error {
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: p.pinDir}}
-	if err := loadSockpaceObjects(&p.objs, opts); err != nil {
+func loadSockpaceSpec(spec *ebpf.CollectionSpec, objs *sockpaceObjects, use map[string]*ebpf.Map) error {
+	if err := spec.LoadAndAssign(objs, &ebpf.CollectionOptions{MapReplacements: use}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return fmt.Errorf("the kernel's verifier rejected the socket-pacing program: %+v", ve)
@@ -74,37 +86,92 @@ func (p *Pacer) load() error {
 
 // Close releases this process's handles; the pinned link keeps the program
 // attached.
-func (p *Pacer) Close() error { return p.objs.Close() }
+func (p *Pacer) Close() error {
+	p.dropReplaced()
+	return p.objs.Close()
+}
 
-// Attach makes sure the program runs for every socket of the node: an
-// existing pinned link (an earlier agent's) is switched to this build's
-// program in place; else a new link is made at the cgroup v2 root (with
-// bpf_link, cgroup programs are always BPF_F_ALLOW_MULTI: other tools'
-// sock_ops keep running) and pinned.
+// Attach makes sure the program runs for every socket of the node, with
+// the maps Open chose: an existing pinned link (an earlier agent's) is
+// switched to this build's program in place — sockets paced before stay
+// paced, there is no moment without the program — and only then are maps
+// that replace pinned ones pinned in their place (their entries copied
+// just before the switch, so user space, which finds the maps by pin, and
+// the program use the same maps); if the pins cannot be changed, the link
+// is switched back. Without a pinned link, a new link is made at the
+// cgroup v2 root (with bpf_link, cgroup programs are always
+// BPF_F_ALLOW_MULTI: other tools' sock_ops keep running) and pinned.
 func (p *Pacer) Attach() error {
+	if err := p.carryOver(); err != nil {
+		return err
+	}
 	pin := filepath.Join(p.pinDir, LinkPin)
-	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err == nil {
 		defer l.Close()
+		prev := previousProgram(l)
+		if prev != nil {
+			defer prev.Close()
+		}
 		if err := l.Update(p.objs.KsSockpace); err != nil {
 			return fmt.Errorf("updating the socket-pacing program of %s: %w", pin, err)
 		}
+		if err := p.commitPins(); err != nil {
+			if prev != nil {
+				if rerr := l.Update(prev); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("switching %s back to the previous program: %w (remove it and restart the agent)", pin, rerr))
+				}
+			}
+			return err
+		}
 		p.Cgroup = "(pinned)"
 		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("opening the pinned socket-pacing link %s: %w (remove it and restart the agent)", pin, err)
+	}
+	// No program runs with the pinned maps: they can change first.
+	if err := p.commitPins(); err != nil {
+		return err
 	}
 	cg, err := Cgroup2()
 	if err != nil {
 		return err
 	}
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: ebpf.AttachCGroupSockOps, Program: p.objs.KsSockpace})
+	nl, err := link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: ebpf.AttachCGroupSockOps, Program: p.objs.KsSockpace})
 	if err != nil {
 		return fmt.Errorf("attaching the socket-pacing program at cgroup %s: %w", cg, err)
 	}
-	defer l.Close()
-	if err := l.Pin(pin); err != nil {
+	defer nl.Close()
+	if err := nl.Pin(pin); err != nil {
 		return fmt.Errorf("pinning the socket-pacing link at %s (needs bpf_link for cgroups, Linux >= 5.7): %w", pin, err)
 	}
 	p.Cgroup = cg
 	return nil
+}
+
+// previousProgram is the program l runs now (to switch back to), nil if
+// it cannot be read.
+func previousProgram(l link.Link) *ebpf.Program {
+	info, err := l.Info()
+	if err != nil {
+		return nil
+	}
+	prog, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return nil
+	}
+	return prog
+}
+
+// Entries is the max entries of the loaded maps, by name (for tests and
+// logs).
+func (p *Pacer) Entries() map[string]int {
+	out := map[string]int{}
+	for name, m := range p.maps() {
+		out[name] = int(m.MaxEntries())
+	}
+	return out
 }
 
 // Rule is what one pod address is paced at: wire (L2) bits per second per
@@ -250,6 +317,13 @@ func ClearIndex(pinDir string, ifindex int) error {
 		netns = nil
 	}
 	return clearIndex(rules, groups, netns, ifindex, nil)
+}
+
+// Pinned reports whether socket pacing's maps are pinned in pinDir (an
+// agent or CLI run used it there).
+func Pinned(pinDir string) bool {
+	_, err := os.Stat(filepath.Join(pinDir, rulesPin))
+	return err == nil
 }
 
 // SetUnpaced records a pod without a paced rule in the maps pinned in

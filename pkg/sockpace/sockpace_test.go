@@ -36,7 +36,7 @@ func pacer(t *testing.T) (*Pacer, string) {
 		t.Skipf("no bpffs: %v", err)
 	}
 	t.Cleanup(func() { Remove(dir); os.Remove(dir) })
-	p, err := Open(dir)
+	p, err := Open(dir, Options{})
 	if err != nil {
 		if old, v := olderThan(5, 15); old {
 			t.Skipf("kernel %s: sock_ops lacks bpf_get_netns_cookie before 5.15 (%v)", v, err)

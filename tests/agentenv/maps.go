@@ -169,6 +169,9 @@ func countKeys(mp *ebpf.Map) (int, error) {
 	if mp.Type() == ebpf.Array || mp.Type() == ebpf.PerCPUArray {
 		return 0, nil // fixed size: entries always "exist"
 	}
+	if mp.Type() == ebpf.SkStorage {
+		return 0, nil // per-socket state (ksp_socks): freed with each socket, not listable
+	}
 	ks := mp.KeySize()
 	cur := make([]byte, ks)
 	next := make([]byte, ks)
