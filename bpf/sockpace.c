@@ -108,10 +108,17 @@
  * (10 Mbit/s / 8 flows) gets an ACK every ~20 ms: it is never missed. */
 #define KSP_EPOCH_SHIFT 27
 
+/* The three hash maps are sized for the node by pkg/sockpace (Open,
+ * SizesForPods: the max_entries here are placeholders) and allocate their
+ * entries as they are added: an empty one holds its buckets only. A group
+ * entry is created here once per paced address and direction, at its
+ * first flow, not per flow (pkg/sockpace/maps.go, issue 12). */
+
 /* Written by user space (pkg/sockpace), read here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 64);
 	__type(key, struct ksp_key);
 	__type(value, struct ksp_rule);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -122,7 +129,8 @@ struct {
  * node's own netns). Written by user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 64);
 	__type(key, __u64);
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -131,18 +139,22 @@ struct {
 /* Active-flow accounting per (address, direction); written here only. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 64);
 	__type(key, struct ksp_group_key);
 	__type(value, struct ksp_group);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ksp_groups SEC(".maps");
 
-/* Per-socket state, freed with the socket. */
+/* Per-socket state, freed with the socket. Pinned, so that a new agent's
+ * program, swapped in on the same link, goes on with the sockets paced
+ * before it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct ksp_sock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ksp_socks SEC(".maps");
 
 /* What the program did, for status and tests (ksp_stat indexes). */

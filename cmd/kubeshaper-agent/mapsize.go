@@ -2,18 +2,23 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/kubeshaper/kubeshaper/pkg/datapath"
 	"github.com/kubeshaper/kubeshaper/pkg/kube"
+	"github.com/kubeshaper/kubeshaper/pkg/sockpace"
 )
 
 // mapOptions sizes the BPF maps for this node: --max-pods, else the Node's
 // allocatable pods (what the kubelet will run at most), else the
 // kubelet's default. A node whose capacity grew gets its maps migrated,
 // entry by entry, at the agent's next start (pkg/datapath, reconcilePin).
+// Socket pacing's maps follow the same pod count (pkg/shaper passes the
+// datapath's MaxPods to sockpace.Open, which replaces smaller pinned maps
+// the same way and switches the pinned sock_ops link in place).
 func mapOptions(o options, client *kube.Client, log *logrus.Entry) datapath.Options {
 	opts := datapath.Options{
 		FlowEntries: max(o.flowEntries, 0),
@@ -36,6 +41,8 @@ func mapOptions(o options, client *kube.Client, log *logrus.Entry) datapath.Opti
 		pods, from = datapath.DefaultMaxPods, "the kubelet's default max pods"
 	}
 	opts.Entries = datapath.EntriesForPods(pods)
-	log.WithFields(logrus.Fields{"pods": pods, "from": from, "entries": opts.Entries}).Info("BPF maps sized for this node")
+	sp := sockpace.SizesForPods(opts.Entries / (2 * datapath.ChurnFactor)) // what the shaper passes (datapath MaxPods)
+	log.WithFields(logrus.Fields{"pods": pods, "from": from, "entries": opts.Entries,
+		"socket_pacing_entries": fmt.Sprintf("rules %d, netns %d, groups %d", sp.Rules, sp.Netns, sp.Groups)}).Info("BPF maps sized for this node")
 	return opts
 }

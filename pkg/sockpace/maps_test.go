@@ -72,6 +72,7 @@ func oldAgent(t *testing.T, dir string, entries uint32, flags uint32) (ebpf.Prog
 	if err != nil {
 		t.Fatal(err)
 	}
+	spec.Maps[sockpaceMapKspSocks].Pinning = ebpf.PinNone // not pinned then
 	use := map[string]*ebpf.Map{}
 	var ids []ebpf.MapID
 	for _, name := range []string{sockpaceMapKspRules, sockpaceMapKspNodeNetns, sockpaceMapKspGroups, sockpaceMapKspStats} {
@@ -209,7 +210,7 @@ func TestMapsSizedFromPods(t *testing.T) {
 // re-applied rule.
 func TestOldPinnedMapsReplaced(t *testing.T) {
 	dir := pinDir(t)
-	oldProg, oldMaps := oldAgent(t, dir, 16384, 0)
+	oldProg, oldMaps := oldAgent(t, dir, oldEntries, 0)
 	_, a, b := lab2(t)
 	ipA := netip.MustParseAddr(a.IP.String())
 	// The old agent's entries, written through the pins as the CLI does.
@@ -357,7 +358,7 @@ func TestIncompatiblePinRecreated(t *testing.T) {
 // pinned link on the old program, the old maps under every pin.
 func TestReplaceFailsCleanly(t *testing.T) {
 	dir := pinDir(t)
-	oldProg, _ := oldAgent(t, dir, 16384, 0)
+	oldProg, _ := oldAgent(t, dir, oldEntries, 0)
 	// A directory where ksp_groups' replacement is pinned first: its
 	// pin fails (ksp_rules, before it, is already replaced then).
 	if err := os.MkdirAll(filepath.Join(dir, "ksp_groups_replacing", "x"), 0o700); err != nil {
