@@ -4,7 +4,8 @@
 // rate by itself instead of being held there by drops. Rules are map
 // entries keyed by pod address; the program, its link and its maps are
 // pinned beside the datapath's (one pin directory per node netns), so they
-// survive agent restarts until Remove.
+// survive agent restarts until Remove. The maps are sized for the node's
+// pods and replaced, entries kept, when the node outgrows them (maps.go).
 //
 // It knows nothing of interfaces beyond the ifindex an entry belongs to
 // (so that clearing an interface clears its pod's entries); pkg/shaper
