@@ -36,6 +36,7 @@ type pacingState struct {
 	tried  bool          // Open/Attach attempted
 	podns  map[int]podNS // by host ifindex: every pod applied, paced or not
 	nodeNS uint64
+	pods   int // the pod count the pacer's maps were sized for
 }
 
 // podNS is what socket pacing needs to know of a pod: its netns cookie
@@ -100,17 +101,54 @@ func (s *Shaper) pace(ifc Interface, pol rules.Policy) error {
 	// The node's capability first: on a kernel without socket pacing
 	// (sock_ops netns cookies, Linux < 5.15) reading the pod's cookie
 	// fails too, and that is the node's condition, not this pod's.
-	p, err := s.openPacer()
-	if err != nil {
+	if _, err := s.openPacer(); err != nil {
 		return err
 	}
 	if nsErr != nil {
 		return fmt.Errorf("socket pacing for %s: %w", ifc.Name, nsErr)
 	}
-	if err := p.AddNetns(ns.cookie, ifc.Index); err != nil {
+	return s.withRoom(func(p *sockpace.Pacer) error {
+		if err := p.AddNetns(ns.cookie, ifc.Index); err != nil {
+			return err
+		}
+		return p.Set(ifc.Index, ns.addrs, ns.cookie, r)
+	})
+}
+
+// withRoom runs f on the pacer; when a map is full (more pods, or more
+// addresses a pod, than the node's size allows for), it grows the maps
+// and runs f again. Callers hold s.pacing.mu.
+func (s *Shaper) withRoom(f func(*sockpace.Pacer) error) error {
+	err := f(s.pacing.pacer)
+	if !sockpace.Full(err) {
 		return err
 	}
-	return p.Set(ifc.Index, ns.addrs, ns.cookie, r)
+	p, gerr := s.growPacer()
+	if gerr != nil {
+		return errors.Join(err, gerr)
+	}
+	return f(p)
+}
+
+// growPacer replaces the pacer by one whose maps are sized for twice the
+// pods, while the agent runs: Open and Attach carry every entry over and
+// switch the pinned link in place (as at a start on a grown node), so no
+// state is lost and no restart is needed. Maps never shrink: the next
+// start keeps this size. Callers hold s.pacing.mu.
+func (s *Shaper) growPacer() (*sockpace.Pacer, error) {
+	pods := 2 * max(s.pacing.pods, s.dp.MaxPods(), 1)
+	p, err := sockpace.Open(s.dp.PinDir(), sockpace.Options{Pods: pods, Logf: s.dp.Logf})
+	if err != nil {
+		return nil, fmt.Errorf("growing the socket-pacing maps for %d pods: %w", pods, err)
+	}
+	if err := p.Attach(); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("growing the socket-pacing maps for %d pods: %w", pods, err)
+	}
+	s.pacing.pacer.Close()
+	s.pacing.pacer, s.pacing.pods = p, pods
+	s.dp.Logf("socket-pacing maps were full: grown for %d pods while running", pods)
+	return p, nil
 }
 
 // podNetns reads (once per pod netns) the pod end's netns cookie and
@@ -175,7 +213,8 @@ func (s *Shaper) openPacer() (*sockpace.Pacer, error) {
 	// Sized as the datapath's maps: from the node's pod capacity (the
 	// agent: the Node's allocatable pods or --max-pods; the CLI: the
 	// maps already pinned, or the kubelet's default).
-	p, err := sockpace.Open(s.dp.PinDir(), sockpace.Options{Pods: s.dp.MaxPods(), Logf: s.dp.Logf})
+	pods := s.dp.MaxPods()
+	p, err := sockpace.Open(s.dp.PinDir(), sockpace.Options{Pods: pods, Logf: s.dp.Logf})
 	if err != nil {
 		return fail(err)
 	}
@@ -190,7 +229,7 @@ func (s *Shaper) openPacer() (*sockpace.Pacer, error) {
 	for ix, ns := range s.pacing.podns {
 		_ = p.AddNetns(ns.cookie, ix)
 	}
-	s.pacing.pacer, s.pacing.nodeNS = p, node
+	s.pacing.pacer, s.pacing.nodeNS, s.pacing.pods = p, node, pods
 	return p, nil
 }
 

@@ -412,3 +412,66 @@ func TestSocketPacingAcrossNodeGrowth(t *testing.T) {
 		t.Errorf("pacing state after the restart: %+v, %v", st, err)
 	}
 }
+
+// TestSocketPacingMapsGrowWhenFull: on a node whose socket-pacing maps are
+// full (sized for 16 pods: 64 addresses), the next paced pod grows them
+// while the agent runs — no restart, every entry kept — and is paced.
+// Before, its rule went to the policer alone with "key too big for map".
+func TestSocketPacingMapsGrowWhenFull(t *testing.T) {
+	lab := netlab.New(t, "h12m")
+	a, b := lab.AddPod("a"), lab.AddPod("b")
+	dir := netlab.PinDir(t, "h12m")
+	t.Cleanup(func() { datapath.RemovePins(dir) })
+	dp, err := datapath.OpenWith(dir, datapath.Options{Entries: datapath.EntriesForPods(16), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := New(dp)
+	t.Cleanup(func() { sh.ClosePacing(); dp.Close() })
+	f := &fixture{lab: lab, dp: dp, sh: sh, a: a, b: b}
+	const target = 10_000_000
+	pol := rules.Policy{}
+	pol[rules.Egress].Bandwidth = &rules.Bandwidth{RateBitsPerSec: target, Mode: rules.ModeDrop}
+	ia, ib := f.iface(t, a), f.iface(t, b)
+	f.apply(t, ia, pol)
+	if err := f.sh.PacingError(); err != nil {
+		t.Skipf("socket pacing unavailable on this kernel: %v", err)
+	}
+	// Other pods' addresses fill ksp_rules to the last entry.
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "ksp_rules"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	size := int(m.MaxEntries())
+	key := func(i int) [16]byte {
+		return [16]byte{10: 0xff, 11: 0xff, 12: 10, 13: 77, 14: byte(i >> 8), 15: byte(i)}
+	}
+	val := make([]byte, 32)
+	val[25] = 0x50 // ifindex (bytes 24-27) 0x5000: no interface of this test
+	for i := 1; i < size; i++ {
+		if err := m.Put(key(i), val); err != nil {
+			t.Fatalf("filling ksp_rules, entry %d of %d: %v", i+1, size, err)
+		}
+	}
+	f.apply(t, ib, pol)
+	if err := f.sh.LastPodPacingError(); err != nil {
+		t.Fatalf("pod B on full maps: %v", err)
+	}
+	st, err := sockpace.Read(dir)
+	if err != nil || len(st.Entries) != size+1 || len(st.Of(ia.Index)) != 1 || len(st.Of(ib.Index)) != 1 {
+		t.Fatalf("after growing: %d entries (want %d: the %d kept and pod B's), A %v, B %v, %v", len(st.Entries), size+1, size, st.Of(ia.Index), st.Of(ib.Index), err)
+	}
+	grown, err := ebpf.LoadPinnedMap(filepath.Join(dir, "ksp_rules"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer grown.Close()
+	if int(grown.MaxEntries()) <= size {
+		t.Errorf("ksp_rules holds %d entries, was %d: not grown", grown.MaxEntries(), size)
+	}
+	payload := float64(target) * 1448 / 1514
+	if got := rate(t, b, a); got > payload*1.05 {
+		t.Errorf("pod B after the maps grew: %.2f Mbit/s, want ≤ %.2f (paced)", got/1e6, payload*1.05/1e6)
+	}
+}

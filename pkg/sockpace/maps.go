@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Map sizes (issue 12). The three hash maps are sized from the node's pod
@@ -72,6 +73,11 @@ func (s Sizes) of(name string) int {
 	}
 	return 0
 }
+
+// Full reports whether err is a map out of room (E2BIG: a hash map
+// holding max_entries), which a larger size (Open with more Pods, then
+// Attach) cures without losing any entry.
+func Full(err error) bool { return errors.Is(err, unix.E2BIG) }
 
 // Options say how Open sizes the maps and where it reports what it did to
 // pinned maps.
