@@ -211,6 +211,35 @@ func (a *Agent) Metric(name string) (float64, error) {
 	return 0, fmt.Errorf("no sample %s in /metrics", name)
 }
 
+// Samples reads unlabelled samples from one scrape of /metrics: a
+// sample missing from it is left out of the map.
+func (a *Agent) Samples(names ...string) (map[string]float64, error) {
+	if a.Metrics == "" {
+		return nil, fmt.Errorf("metrics are off for this agent")
+	}
+	resp, err := probeClient.Get("http://" + a.Metrics + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && want[f[0]] {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				out[f[0]] = v
+			}
+		}
+	}
+	return out, sc.Err()
+}
+
 // Stop sends SIGTERM and waits (up to 20 s) for a clean exit; it returns
 // how long the agent took.
 func (a *Agent) Stop(t testing.TB) time.Duration {

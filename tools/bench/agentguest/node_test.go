@@ -120,12 +120,19 @@ func nodeSide(t *testing.T) {
 	ready := ag.WaitReady(t, 20*time.Minute)
 	want := 2 * npods // bandwidth both ways: a rule per pod and direction
 	var rules int
-	took, err := agentenv.Poll(20*time.Minute, 200*time.Millisecond, func() (bool, string) {
+	// One scrape per second: a TCG guest's agent can take seconds to
+	// answer while it applies, and the probe client gives up after 2 s.
+	took, err := agentenv.Poll(20*time.Minute, time.Second, func() (bool, string) {
 		if exited, err := ag.Exited(); exited {
 			return false, fmt.Sprintf("agent exited: %v", err)
 		}
-		pods, err1 := ag.Metric("kubeshaper_agent_pods")
-		queue, err2 := ag.Metric("kubeshaper_agent_queue_depth")
+		s, err1 := ag.Samples("kubeshaper_agent_pods", "kubeshaper_agent_queue_depth")
+		pods, ok1 := s["kubeshaper_agent_pods"]
+		queue, ok2 := s["kubeshaper_agent_queue_depth"]
+		var err2 error
+		if err1 == nil && (!ok1 || !ok2) {
+			err2 = fmt.Errorf("no pods or queue sample")
+		}
 		m, err3 := agentenv.OpenMaps(w.PinDir)
 		if err3 == nil {
 			rules, err3 = m.RuleCount()
@@ -199,6 +206,16 @@ func nodeSide(t *testing.T) {
 	}
 	if cg != "" {
 		res["settled"] = settled(t, ag, cg, t1.Add(settleAfter))
+	}
+	if strings.Contains(os.Getenv("KUBESHAPER_AGENTGUEST_ENV"), "gctrace") {
+		// The agent's collections (GODEBUG=gctrace=1), for a variant run.
+		var gcs []string
+		for _, l := range strings.Split(ag.Log(), "\n") {
+			if strings.HasPrefix(l, "gc ") || strings.Contains(l, "level=") {
+				gcs = append(gcs, l)
+			}
+		}
+		res["agent_log"] = gcs
 	}
 	js, _ := json.Marshal(res)
 	fmt.Println(resultMarker + string(js))

@@ -88,13 +88,16 @@ func snapshot(ag *agentenv.Agent, cg string) map[string]any {
 	}
 }
 
-// goRuntime is the agent's Go runtime as its /metrics shows it.
+// goRuntime is the agent's Go runtime as its /metrics shows it (one
+// scrape; -1 for a sample it lacks, as an agent before go_* had).
 func goRuntime(ag *agentenv.Agent) map[string]float64 {
-	out := map[string]float64{}
-	for _, n := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
+	names := []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
 		"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes",
-		"go_memstats_next_gc_bytes", "go_sched_gomaxprocs_threads", "go_threads", "go_goroutines"} {
-		if v, err := ag.Metric(n); err == nil {
+		"go_memstats_next_gc_bytes", "go_sched_gomaxprocs_threads", "go_threads", "go_goroutines"}
+	s, _ := ag.Samples(names...)
+	out := map[string]float64{}
+	for _, n := range names {
+		if v, ok := s[n]; ok {
 			out[n] = v
 		} else {
 			out[n] = -1
