@@ -220,14 +220,14 @@ bench-sockpace-maps: bpffs
 # network (restrict=on, one forward: tools/kernels KERNELS_APISERVER).
 # docs/bench/agent-guest.json, a section per CPU count. TCG with 192 CPUs:
 # ~15-30 min.
-# BASE=<commit>: the agent built from that commit instead (section
-# guest-N-<commit>), for a before/after from the same harness.
+# AGENT_GUEST_BASE=<commit>: the agent built from that commit instead
+# (section guest-N-<commit>), for a before/after from the same harness.
 AGENT_GUEST_CPUS ?= 192
 bench-agent-guest: bpffs
-	$(if $(BASE),rm -rf .cache/agent-base && mkdir -p .cache/agent-base/src && \
-		git archive "$(BASE)" | tar -x -C .cache/agent-base/src && \
-		cd .cache/agent-base/src && CGO_ENABLED=0 $(GO) build -o ../kubeshaper-agent ./cmd/kubeshaper-agent)
-	$(if $(BASE),KUBESHAPER_AGENTGUEST_BIN=$(CURDIR)/.cache/agent-base/kubeshaper-agent KUBESHAPER_AGENTGUEST_BIN_CODE=$(BASE) KUBESHAPER_AGENTGUEST_TAG=$(BASE)) \
+	$(if $(AGENT_GUEST_BASE),rm -rf .cache/agent-guest-base && mkdir -p .cache/agent-guest-base/src && \
+		git archive "$(AGENT_GUEST_BASE)" | tar -x -C .cache/agent-guest-base/src && \
+		cd .cache/agent-guest-base/src && CGO_ENABLED=0 $(GO) build -o ../kubeshaper-agent ./cmd/kubeshaper-agent)
+	$(if $(AGENT_GUEST_BASE),KUBESHAPER_AGENTGUEST_BIN=$(CURDIR)/.cache/agent-guest-base/kubeshaper-agent KUBESHAPER_AGENTGUEST_BIN_CODE=$(AGENT_GUEST_BASE) KUBESHAPER_AGENTGUEST_TAG=$(AGENT_GUEST_BASE)) \
 	KERNELS_CACHE=$${KERNELS_CACHE:-$(CURDIR)/.cache/kernels} KUBESHAPER_BENCH=1 KUBESHAPER_AGENTGUEST_CPUS=$(AGENT_GUEST_CPUS) \
 		KERNELS_TIMEOUT=$${KERNELS_TIMEOUT:-50m} $(GO) test -count=1 -run '^TestAgentInGuest$$' -v -timeout 60m ./tools/bench/agentguest/ && \
 		$(GO) run ./tools/readmefigs
