@@ -9,7 +9,7 @@ PKGS      := ./...
 FUZZTIME  ?= 60s
 BPFFS     := /sys/fs/bpf
 
-.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-agent-vs bench-monitoring bench-memory bench-sockpace-maps bench-agent-guest bench-cni bench-pacing-guest readme-figures bpffs vet clean \
+.PHONY: deps test-run plugin-figures all build generate check-generate test test-kernels test-kernels-ci bench-kernels test-unit fuzz fuzz-long churn reliability bench bench-prog bench-datapath bench-pacing bench-agent bench-agent-gc bench-agent-vs bench-monitoring bench-memory bench-sockpace-maps bench-agent-guest bench-agent-guests bench-cni bench-pacing-guest readme-figures bpffs vet clean \
 	cluster-up cluster-down deploy e2e e2e-cni cilium flannel demo
 
 all: build
@@ -122,7 +122,7 @@ reliability: bpffs
 	$(RELIABILITY_JSON) KUBESHAPER_CHURN=10000 $(GO) test -count=1 -timeout 90m -v ./tests/reliability/
 
 # Figures: per-packet cost, then TCP accuracy / latency / loss on veths.
-bench: bpffs build bench-prog bench-datapath bench-agent bench-monitoring bench-memory readme-figures
+bench: bpffs build bench-prog bench-datapath bench-agent bench-monitoring bench-memory bench-agent-guests readme-figures
 
 bench-prog:
 	$(GO) test -run '^$$' -bench Prog -benchtime 2000000x -count 5 ./pkg/datapath/ | tee docs/bench/prog.txt
@@ -231,6 +231,11 @@ bench-agent-guest: bpffs
 	KERNELS_CACHE=$${KERNELS_CACHE:-$(CURDIR)/.cache/kernels} KUBESHAPER_BENCH=1 KUBESHAPER_AGENTGUEST_CPUS=$(AGENT_GUEST_CPUS) \
 		KERNELS_TIMEOUT=$${KERNELS_TIMEOUT:-50m} $(GO) test -count=1 -run '^TestAgentInGuest$$' -v -timeout 60m ./tools/bench/agentguest/ && \
 		$(GO) run ./tools/readmefigs
+
+# The real agent at 2, 64 and 192 CPUs (README "Memory on a node"): ~30 min.
+AGENT_GUEST_CPU_LIST ?= 2 64 192
+bench-agent-guests: bpffs
+	for n in $(AGENT_GUEST_CPU_LIST); do $(MAKE) --no-print-directory bench-agent-guest AGENT_GUEST_CPUS=$$n || exit 1; done
 
 # README.md quotes docs/bench/ through this, never by hand.
 # The full kernel run as a figure: its summary (pass/fail per kernel, the

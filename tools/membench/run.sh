@@ -31,13 +31,8 @@ fi
 # shellcheck disable=SC2086 # baseargs: zero or two words
 "$work/membench-today" -pod-counts "$PODS" $baseargs -out "$out.new"
 for n in $CPUS; do
-	# Over 8 vCPUs, single-threaded TCG: multi-threaded TCG with 64 or 192
-	# vCPUs on two host cores lost races with the guest kernel's live text
-	# patching at boot (an int3 Oops in sched_clock_cpu, then a panic).
-	accel=${QEMU_ACCEL:-tcg}
-	if [ -z "${QEMU_ACCEL:-}" ] && [ "$n" -gt 8 ]; then accel=tcg,thread=single; fi
 	# shellcheck disable=SC2086
-	QEMU_ACCEL=$accel KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $((2048 + n * 16))" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-2400s} \
+	KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $((2048 + n * 16))" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-2400s} \
 		tools/kernels/qemu-exec "$work/membench-today" -pod-counts "$PODS" $baseargs |
 		grep '^{' >>"$out.new" || echo "membench: the guest with $n CPUs failed" >&2
 done
