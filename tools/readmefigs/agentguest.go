@@ -37,6 +37,7 @@ type agentGuestRun struct {
 	Ready      float64            `json:"ready_seconds"`
 	Applied    float64            `json:"applied_seconds"`
 	Code       string             `json:"code"`
+	CodeNote   string             `json:"code_note"`
 	ExtraEnv   string             `json:"extra_env"`
 	Go         map[string]float64 `json:"go_runtime"`
 	Date       string             `json:"date"`
@@ -74,10 +75,28 @@ func agentGuestTable() (string, error) {
 	for n := range runs {
 		names = append(names, n)
 	}
+	// Per CPU count: the code before this pass, variants, then now.
+	rank := func(r agentGuestRun) int {
+		switch {
+		case r.Code == "":
+			return 0
+		case strings.HasPrefix(r.Code, "ceb5a18") && r.ExtraEnv == "" && r.CodeNote == "":
+			return 0
+		case r.ExtraEnv != "" || r.CodeNote != "" && !strings.HasPrefix(r.CodeNote, "the agent of"):
+			return 1
+		}
+		return 2
+	}
 	sort.Slice(names, func(i, j int) bool {
 		a, b := runs[names[i]], runs[names[j]]
 		if a.CPUs != b.CPUs {
 			return a.CPUs < b.CPUs
+		}
+		if rank(a) != rank(b) {
+			return rank(a) < rank(b)
+		}
+		if a.Pods != b.Pods {
+			return a.Pods < b.Pods
 		}
 		return a.Date < b.Date
 	})
@@ -88,13 +107,16 @@ func agentGuestTable() (string, error) {
 		return fmt.Sprintf("%.1f", float64(b)/(1<<20))
 	}
 	var b strings.Builder
-	b.WriteString("| CPUs | agent (code) | GOMAXPROCS | all rules applied: cgroup now / peak | **node total** 75 s after start | = cgroup | + per-CPU maps | cgroup: anon / file / kernel / rest | agent VmRSS | OOM events | ready / rules after | load (1/5/15 min, start → end) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| CPUs | pods | agent (code) | GOMAXPROCS | all rules applied: cgroup now / peak | **node total** 75 s after start | = cgroup | + per-CPU maps | cgroup: anon / file / kernel / rest | agent VmRSS | OOM events | ready / rules after | load (1/5/15 min, start → end) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range names {
 		r := runs[n]
 		code := r.Code
-		if code == "" {
-			code = "ceb5a18 or older"
+		switch {
+		case code == "":
+			code = "ceb5a18 (before)"
+		case rank(r) == 0:
+			code += " (before)"
 		}
 		if r.ExtraEnv != "" {
 			code += ", " + r.ExtraEnv
@@ -110,10 +132,10 @@ func agentGuestTable() (string, error) {
 			cg = mib(s.Before.Current)
 			parts = fmt.Sprintf("%s / %s / %s / %s", mib(st["anon"]), mib(st["file"]), mib(st["kernel"]), mib(s.Before.Unaccounted))
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %s / %s | %s | %s | %s | %s | %s | %d | %.0f s / %.0f s | %s → %s |\n",
-			r.CPUs, code, procs, mib(r.Current), mib(r.Peak), total, cg, pcpu, parts, mib(r.VmRSS*1024),
+		fmt.Fprintf(&b, "| %d | %d | %s | %s | %s / %s | %s | %s | %s | %s | %s | %d | %.0f s / %.0f s | %s → %s |\n",
+			r.CPUs, r.Pods, code, procs, mib(r.Current), mib(r.Peak), total, cg, pcpu, parts, mib(r.VmRSS*1024),
 			r.Events["oom"]+r.Events["oom_kill"], r.Ready, r.Applied, r.How.LoadStart, r.How.LoadEnd)
 	}
-	b.WriteString("\nMiB. `make bench-agent-guest AGENT_GUEST_CPUS=N [AGENT_GUEST_BASE=<commit>]` (tools/bench/agentguest, `docs/bench/agent-guest.json`), qemu guests (TCG, kernel 6.18, THP `always` as Debian ships it): kube-apiserver and etcd run on the host (tests/kubeenv); the agent binary (`CGO_ENABLED=0`) runs in the guest as a DaemonSet pod would — `GOMEMLIMIT` and the memory limit read from `manifests/daemonset.yaml`, no swap, no `GOMAXPROCS` and no CPU limit — against 250 pods (netns + veth, Pod objects with their IPs) each with bandwidth both ways and loss (flows on), and reaches the apiserver through qemu's user-mode network (`restrict=on`, one `guestfwd` to the apiserver's port, `tools/kernels` `KERNELS_APISERVER`; the certificate is checked, `tls-server-name`). *All rules applied*: `kubeshaper_agent_pods` is 250, the queue empty, the pinned maps hold 500 rules; the agent's cgroup's `memory.current` then and `memory.peak`. *Node total*: `memory.current` 75 s after the agent started (past its first resync), plus the per-CPU maps' memlock (`ks_pcpu`, `ks_dup_guard`, `ksp_stats`), which the kernel does not charge to the cgroup. *rest*: charged and not in `memory.stat`'s anon, file or kernel — the kernel's per-CPU charge batches. *OOM events*: `memory.events` oom + oom_kill.\n")
+	b.WriteString("\nMiB. `make bench-agent-guest AGENT_GUEST_CPUS=N [AGENT_GUEST_BASE=<commit>]` (tools/bench/agentguest, `docs/bench/agent-guest.json`), qemu guests (TCG, kernel 6.18, THP `always` as Debian ships it): kube-apiserver and etcd run on the host (tests/kubeenv); the agent binary (`CGO_ENABLED=0`) runs in the guest as a DaemonSet pod would — `GOMEMLIMIT` and the memory limit read from `manifests/daemonset.yaml`, no swap, no `GOMAXPROCS` and no CPU limit — against 250 pods (or *pods*: netns + veth, Pod objects with their IPs) each with bandwidth both ways and loss (flows on), and reaches the apiserver through qemu's user-mode network (`restrict=on`, one `guestfwd` to the apiserver's port, `tools/kernels` `KERNELS_APISERVER`; the certificate is checked, `tls-server-name`). *All rules applied*: `kubeshaper_agent_pods` is 250, the queue empty, the pinned maps hold two rules a pod; the agent's cgroup's `memory.current` then and `memory.peak`. *Node total*: `memory.current` 75 s after the agent started (past its first resync), plus the per-CPU maps' memlock (`ks_pcpu`, `ks_dup_guard`, `ksp_stats`), which the kernel does not charge to the cgroup. *rest*: charged and not in `memory.stat`'s anon, file or kernel — the kernel's per-CPU charge batches. *OOM events*: `memory.events` oom + oom_kill.\n")
 	return b.String(), nil
 }
