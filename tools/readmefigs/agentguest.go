@@ -38,6 +38,7 @@ type agentGuestRun struct {
 	Applied    float64            `json:"applied_seconds"`
 	Code       string             `json:"code"`
 	CodeNote   string             `json:"code_note"`
+	Scrape     string             `json:"scrape"`
 	ExtraEnv   string             `json:"extra_env"`
 	Go         map[string]float64 `json:"go_runtime"`
 	Date       string             `json:"date"`
@@ -82,7 +83,7 @@ func agentGuestTable() (string, error) {
 			return 0
 		case strings.HasPrefix(r.Code, "ceb5a18") && r.ExtraEnv == "" && r.CodeNote == "":
 			return 0
-		case r.ExtraEnv != "" || r.CodeNote != "" && !strings.HasPrefix(r.CodeNote, "the agent of"):
+		case r.ExtraEnv != "" || r.Scrape != "" || r.CodeNote != "" && !strings.HasPrefix(r.CodeNote, "the agent of"):
 			return 1
 		}
 		return 2
@@ -120,6 +121,9 @@ func agentGuestTable() (string, error) {
 		}
 		if r.ExtraEnv != "" {
 			code += ", " + r.ExtraEnv
+		}
+		if r.Scrape != "" {
+			code += ", `/metrics` scraped every " + r.Scrape
 		}
 		procs := "one per CPU"
 		if v, ok := r.Go["go_sched_gomaxprocs_threads"]; ok && v > 0 {

@@ -189,6 +189,7 @@ func TestAgentInGuest(t *testing.T) {
 		section += "-" + tag
 	}
 	res["extra_env"] = os.Getenv("KUBESHAPER_AGENTGUEST_ENV")
+	res["scrape"] = os.Getenv("KUBESHAPER_AGENTGUEST_SCRAPE")
 	res["code"] = code
 	bench.Write(t, "docs/bench/agent-guest.json", section, res)
 }

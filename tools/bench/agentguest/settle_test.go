@@ -33,10 +33,24 @@ const settleAfter = 75 * time.Second
 // still above): set one page below, read, set back to max.
 func settled(t *testing.T, ag *agentenv.Agent, cg string, at time.Time) map[string]any {
 	t.Helper()
+	out := map[string]any{"seconds_after_start": settleAfter.Seconds()}
+	// KUBESHAPER_AGENTGUEST_SCRAPE (a duration): scrape /metrics that
+	// often until the reading, as a Prometheus would; the reading is
+	// then taken just before the next scrape would be.
+	if every, err := time.ParseDuration(os.Getenv("KUBESHAPER_AGENTGUEST_SCRAPE")); err == nil && every > 0 {
+		out["scrape_every_s"] = every.Seconds()
+		n := 0
+		for time.Until(at) > every {
+			if _, err := ag.Samples("kubeshaper_agent_pods"); err == nil {
+				n++
+			}
+			time.Sleep(every)
+		}
+		out["scrapes"] = n
+	}
 	if d := time.Until(at); d > 0 {
 		time.Sleep(d) // a fixed point in the agent's life, not a wait for a condition
 	}
-	out := map[string]any{"seconds_after_start": settleAfter.Seconds()}
 	if exited, err := ag.Exited(); exited {
 		t.Errorf("agent exited before the settled reading: %v", err)
 		return out
