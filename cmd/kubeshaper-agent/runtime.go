@@ -64,9 +64,9 @@ const procsDefaultEnv = "KUBESHAPER_AGENT_DEFAULT_PROCS"
 //     touch of a 2 MiB range takes a whole huge page, and when the runtime
 //     gives part of one back the kernel keeps all of it charged until
 //     memory pressure splits it. In a 2-CPU guest with 250 pods the
-//     agent's cgroup held 63.1 MiB a minute after start with THP, 46.8
-//     MiB without (docs/bench/agent-guest.json, guest-2-nothp): 16 MiB
-//     charged and not used.
+//     agent's cgroup held 65.4 MiB 75 s after start with THP, 46.8 MiB
+//     without (docs/bench/agent-guest.json, guest-2-ceb5a18 and
+//     guest-2-nothp): most of the difference charged and not used.
 //   - Few Go processors from the start (see maxProcs): the runtime would
 //     otherwise make one per CPU, 64 or 192 of them, before main could
 //     lower the count.
@@ -92,9 +92,9 @@ func startTuned() {
 // or the container's CPU limit).
 func agentProcs(def, workers int) int { return min(def, maxProcs(workers)) }
 
-// maxProcs is the agent's GOMAXPROCS when the environment sets none:
-// the pod workers plus the informers, the HTTP servers and a GC worker,
-// at least minMaxProcs, and never more than the CPUs. The DaemonSet sets
+// maxProcs is the most Go processors the agent wants: the pod workers
+// plus the informers, the HTTP servers and a GC worker, at least
+// minMaxProcs (agentProcs caps it by the runtime's default). The DaemonSet sets
 // no CPU limit (a throttled agent would apply rules late), so Go would
 // run one processor per CPU: 64 or 192 of them, each with its own
 // allocation caches and GC work buffers, for an agent that is idle but
