@@ -71,3 +71,17 @@ func TestRelay(t *testing.T) {
 		t.Fatalf("relayed %q", out.String())
 	}
 }
+
+// TestQemuArgsManyCPUsBootOnOne: a guest of over 8 CPUs boots with
+// maxcpus=1 (init.sh onlines the rest); smaller ones with every CPU.
+func TestQemuArgsManyCPUsBootOnOne(t *testing.T) {
+	o := bootOpts{k: &kernel{Root: "/k", Release: "r"}, initrd: "/i", job: "/j", console: "/c"}
+	for extra, want := range map[string]bool{"": false, "-smp 8 -m 2048": false, "-smp 64 -m 3072": true, "-smp 4 -smp cpus=192": true} {
+		t.Setenv("QEMU_EXTRA_ARGS", extra)
+		args := qemuArgs(o)
+		i := slices.Index(args, "-append")
+		if got := strings.Contains(args[i+1], " maxcpus=1"); got != want {
+			t.Errorf("QEMU_EXTRA_ARGS=%q: maxcpus=1 %v, want %v (%q)", extra, got, want, args[i+1])
+		}
+	}
+}

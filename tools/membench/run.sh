@@ -31,12 +31,8 @@ fi
 # shellcheck disable=SC2086 # baseargs: zero or two words
 "$work/membench-today" -pod-counts "$PODS" $baseargs -out "$out.new"
 for n in $CPUS; do
-	# Over 8 CPUs the guest boots on one and membench onlines the others
-	# (tools/membench/cpus.go: TCG panicked at boot with every vCPU running).
-	append=${KERNELS_APPEND:-}
-	if [ "$n" -gt 8 ]; then append="$append maxcpus=1"; fi
 	# shellcheck disable=SC2086
-	KERNELS_APPEND=$append KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $((2048 + n * 16))" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-2400s} \
+	KERNEL=$KERNEL QEMU_EXTRA_ARGS="-smp $n -m $((2048 + n * 16))" KERNELS_TIMEOUT=${KERNELS_TIMEOUT:-2400s} \
 		tools/kernels/qemu-exec "$work/membench-today" -pod-counts "$PODS" $baseargs |
 		grep '^{' >>"$out.new" || echo "membench: the guest with $n CPUs failed" >&2
 done

@@ -2,6 +2,7 @@ package agentguest
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -146,23 +147,7 @@ func TestAgentInGuest(t *testing.T) {
 			// As tools/membench/run.sh sizes its guests.
 			// KUBESHAPER_AGENTGUEST_QEMU_ARGS: more (a later -cpu wins).
 			strings.TrimSpace(fmt.Sprintf("QEMU_EXTRA_ARGS=-smp %d -m %d %s", n, 2048+16*n, os.Getenv("KUBESHAPER_AGENTGUEST_QEMU_ARGS"))))...)
-		if n > 8 && os.Getenv("KUBESHAPER_AGENTGUEST_ALL_CPUS_AT_BOOT") == "" {
-			// The guest boots on one CPU and onlines the others before
-			// the pods (nodeSide). With 64 or 192 vCPUs running while the
-			// kernel live-patched its text at boot, TCG panicked in 3 of
-			// 5 boots: multi-threaded, an int3 Oops in sched_clock_cpu (a
-			// static key being flipped under the other vCPUs' feet);
-			// single-threaded (tcg,thread=single), registers corrupted
-			// (EFLAGS with reserved bits set) at 192 vCPUs. One CPU
-			// during boot patches alone.
-			cmd.Env = append(cmd.Env, "KERNELS_APPEND="+strings.TrimSpace(os.Getenv("KERNELS_APPEND")+" maxcpus=1"))
-		}
-		accel = "tcg"
-		for _, kv := range cmd.Env {
-			if v, ok := strings.CutPrefix(kv, "QEMU_ACCEL="); ok {
-				accel = v
-			}
-		}
+		accel = cmp.Or(os.Getenv("QEMU_ACCEL"), "tcg")
 	}
 	load0 := loadAvg()
 	start := time.Now()
@@ -171,7 +156,6 @@ func TestAgentInGuest(t *testing.T) {
 		"where":      cpus,
 		"accel":      accel,
 		"qemu_args":  os.Getenv("KUBESHAPER_AGENTGUEST_QEMU_ARGS"),
-		"boot":       bootNote(cpus),
 		"apiserver":  "kube-apiserver + etcd on the host (tests/kubeenv); the guest reaches it through qemu user-mode networking, restrict=on, one guestfwd",
 		"limit_from": "manifests/daemonset.yaml (memory limit, GOMEMLIMIT)",
 		"gomaxprocs": "unset in the environment, no CPU limit (as the DaemonSet): the agent's own choice (cmd/kubeshaper-agent/runtime.go), go_runtime.go_sched_gomaxprocs_threads",
@@ -259,12 +243,4 @@ func gitDescribe(root string) string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// bootNote says how a guest of cpus CPUs was booted.
-func bootNote(cpus string) string {
-	if n, err := strconv.Atoi(cpus); err == nil && n > 8 && os.Getenv("KUBESHAPER_AGENTGUEST_ALL_CPUS_AT_BOOT") == "" {
-		return "maxcpus=1, then every CPU onlined before the pods and the agent"
-	}
-	return "every CPU at boot"
 }

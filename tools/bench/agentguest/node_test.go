@@ -52,17 +52,6 @@ func nodeSide(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if os.Getenv("KUBESHAPER_IN_GUEST") != "" {
-		// A guest booted with maxcpus=1 (guest_test.go): every CPU
-		// online before anything is measured.
-		n, took, err := onlineAllCPUs()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			t.Logf("onlined %d CPUs in %v", n, took)
-		}
-	}
 	cg, nocg, err := memoryCgroup(limit)
 	if cg != "" {
 		t.Cleanup(func() {
@@ -116,7 +105,7 @@ func nodeSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	setup := time.Since(t0)
-	t.Logf("%d pods (netns, veth, Pod object) in %v on %d CPUs", npods, setup, onlineCount())
+	t.Logf("%d pods (netns, veth, Pod object) in %v on %d CPUs", npods, setup, runtime.NumCPU())
 
 	t1 := time.Now()
 	ag := w.StartAgent(agentenv.Options{
@@ -178,7 +167,7 @@ func nodeSide(t *testing.T) {
 	gomaxprocs := "unset"
 	status := keyedLines(fmt.Sprintf("/proc/%d/status", ag.Pid()), ":")
 	res := map[string]any{
-		"cpus":                 onlineCount(),
+		"cpus":                 runtime.NumCPU(),
 		"kernel":               release(),
 		"pods":                 npods,
 		"rules":                rules,
@@ -418,43 +407,4 @@ func envOf(pid int, name string) string {
 		}
 	}
 	return ""
-}
-
-// onlineAllCPUs brings every offline CPU online and returns how many.
-func onlineAllCPUs() (int, time.Duration, error) {
-	t0 := time.Now()
-	paths, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
-	n := 0
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil || strings.TrimSpace(string(b)) == "1" {
-			continue
-		}
-		if err := os.WriteFile(p, []byte("1"), 0); err != nil {
-			return n, time.Since(t0), fmt.Errorf("onlining %s: %w", p, err)
-		}
-		n++
-	}
-	return n, time.Since(t0), nil
-}
-
-// onlineCount is the number of online CPUs (runtime.NumCPU is fixed at
-// the process's start, before onlineAllCPUs).
-func onlineCount() int {
-	b, err := os.ReadFile("/sys/devices/system/cpu/online")
-	if err != nil {
-		return runtime.NumCPU()
-	}
-	n := 0
-	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
-		lo, hi, ok := strings.Cut(r, "-")
-		a, _ := strconv.Atoi(lo)
-		if !ok {
-			n++
-			continue
-		}
-		z, _ := strconv.Atoi(hi)
-		n += z - a + 1
-	}
-	return n
 }
