@@ -1,8 +1,6 @@
 package sockpace
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -20,8 +18,8 @@ import (
 	"github.com/kubeshaper/kubeshaper/tests/netlab"
 )
 
-// pinDir is a fresh pin directory, removed with everything in it (the
-// link pin detaches the program).
+// pinDir is a fresh pin directory (netlab.PinDir), its pins removed
+// first (the link pin detaches the program).
 func pinDir(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -30,13 +28,8 @@ func pinDir(t *testing.T) string {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	dir := "/sys/fs/bpf/kstest-h12m-" + hex.EncodeToString(b)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Skipf("no bpffs: %v", err)
-	}
-	t.Cleanup(func() { Remove(dir); os.RemoveAll(dir) })
+	dir := netlab.PinDir(t, "kstest-ksp")
+	t.Cleanup(func() { Remove(dir) })
 	return dir
 }
 

@@ -1,8 +1,6 @@
 package sockpace
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/kubeshaper/kubeshaper/pkg/podnet"
@@ -23,31 +20,8 @@ import (
 // pacer loads the program with its pins in a fresh directory, attached.
 func pacer(t *testing.T) (*Pacer, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	dir := "/sys/fs/bpf/kstest-ksp-" + hex.EncodeToString(b)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Skipf("no bpffs: %v", err)
-	}
-	t.Cleanup(func() { Remove(dir); os.Remove(dir) })
-	p, err := Open(dir, Options{})
-	if err != nil {
-		if old, v := olderThan(5, 15); old {
-			t.Skipf("kernel %s: sock_ops lacks bpf_get_netns_cookie before 5.15 (%v)", v, err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	if err := p.Attach(); err != nil {
-		t.Fatal(err)
-	}
-	return p, dir
+	dir := pinDir(t)
+	return open(t, dir, Options{}), dir
 }
 
 func cookieOf(t *testing.T, pod *netlab.Pod) uint64 {
