@@ -54,15 +54,9 @@ type agentGuestRun struct {
 }
 
 // perCPUUncharged is the memlock of the agent's per-CPU maps, which the
-// kernel does not charge to the cgroup that creates them (measured:
-// tools/readmefigs memory.go) but which is the node's memory all the same.
-func (r agentGuestRun) perCPUUncharged() int64 {
-	var n int64
-	for _, m := range []string{"ks_pcpu", "ks_dup_guard", "ksp_stats"} {
-		n += r.Maps[m]
-	}
-	return n
-}
+// kernel does not charge to the cgroup that creates them (memRow.uncharged)
+// but which is the node's memory all the same.
+func (r agentGuestRun) perCPUUncharged() int64 { return sumMaps(r.Maps, perCPUMaps...) }
 
 // agentGuestTable renders every section: the node's total for the agent
 // is its cgroup's memory.current a fixed time after start (settled) plus

@@ -30,13 +30,21 @@ type memRow struct {
 // per-CPU hash at 64 CPUs loaded under a 256 MiB limit), so it is added
 // to the cgroup's charge for the node's total.
 func (r memRow) uncharged() int64 {
-	perCPU := []string{"ks_pcpu", "ks_dup_guard"}
 	if r.Build == "baseline" {
-		perCPU = []string{"ks_stats", "ks_dup_guard"} // a per-CPU hash then
+		return sumMaps(r.Maps, "ks_stats", "ks_dup_guard") // a per-CPU hash then
 	}
+	return sumMaps(r.Maps, perCPUMaps...)
+}
+
+// perCPUMaps are today's per-CPU maps (the counters, the duplicate guard,
+// socket pacing's statistics).
+var perCPUMaps = []string{"ks_pcpu", "ks_dup_guard", "ksp_stats"}
+
+// sumMaps adds the memlock of the named maps.
+func sumMaps(maps map[string]int64, names ...string) int64 {
 	var n int64
-	for _, m := range perCPU {
-		n += r.Maps[m]
+	for _, m := range names {
+		n += maps[m]
 	}
 	return n
 }
