@@ -22,7 +22,7 @@ import (
 const defaultGCPercent = 50
 
 // minMaxProcs is the fewest Go processors the agent caps itself to (see
-// maxProcs).
+// agentProcs).
 const minMaxProcs = 4
 
 // tuneRuntime sets the agent's Go runtime for a node agent's life: a
@@ -67,7 +67,7 @@ const procsDefaultEnv = "KUBESHAPER_AGENT_DEFAULT_PROCS"
 //     agent's cgroup held 65.4 MiB 75 s after start with THP, 46.8 MiB
 //     without (docs/bench/agent-guest.json, guest-2-ceb5a18 and
 //     guest-2-nothp): most of the difference charged and not used.
-//   - Few Go processors from the start (see maxProcs): the runtime would
+//   - Few Go processors from the start (see agentProcs): the runtime would
 //     otherwise make one per CPU, 64 or 192 of them, before main could
 //     lower the count.
 //
@@ -88,21 +88,15 @@ func startTuned() {
 }
 
 // agentProcs is the agent's GOMAXPROCS when the environment sets none:
-// maxProcs, but never more than the runtime's own default def (the CPUs,
-// or the container's CPU limit).
-func agentProcs(def, workers int) int { return min(def, maxProcs(workers)) }
-
-// maxProcs is the most Go processors the agent wants: the pod workers
-// plus the informers, the HTTP servers and a GC worker, at least
-// minMaxProcs (agentProcs caps it by the runtime's default). The DaemonSet sets
-// no CPU limit (a throttled agent would apply rules late), so Go would
-// run one processor per CPU: 64 or 192 of them, each with its own
-// allocation caches and GC work buffers, for an agent that is idle but
-// for a few reconciles. Its memory then grew with the node's CPUs
-// (README "Memory on a node"), its speed did not.
-func maxProcs(workers int) int {
-	return max(minMaxProcs, workers+2)
-}
+// the pod workers plus the informers, the HTTP servers and a GC worker,
+// at least minMaxProcs, and never more than the runtime's own default def
+// (the CPUs, or the container's CPU limit). The DaemonSet sets no CPU
+// limit (a throttled agent would apply rules late), so Go would run one
+// processor per CPU: 64 or 192 of them, each with its own allocation
+// caches and GC work buffers, for an agent that is idle but for a few
+// reconciles. Its memory then grew with the node's CPUs (README "Memory
+// on a node"), its speed did not.
+func agentProcs(def, workers int) int { return min(def, max(minMaxProcs, workers+2)) }
 
 // releaseStartupMemory collects and returns to the OS what start-up left
 // free: loading the BPF objects (ELF, BTF for CO-RE), the first lists of

@@ -72,9 +72,9 @@ func TestStartTuned(t *testing.T) {
 }
 
 // TestTuneRuntimeGOMAXPROCS: without GOMAXPROCS in the environment the
-// agent runs min(CPUs, maxProcs) processors; with it, what it says.
+// agent runs agentProcs(CPUs, 2) processors; with it, what it says.
 func TestTuneRuntimeGOMAXPROCS(t *testing.T) {
-	if got, want := runChild(t, "GOMAXPROCS=")["gomaxprocs"], strconv.Itoa(min(runtime.NumCPU(), maxProcs(2))); got != want {
+	if got, want := runChild(t, "GOMAXPROCS=")["gomaxprocs"], strconv.Itoa(agentProcs(runtime.NumCPU(), 2)); got != want {
 		t.Errorf("GOMAXPROCS unset: %s processors, want %s", got, want)
 	}
 	if got := runChild(t, "GOMAXPROCS=7")["gomaxprocs"]; got != "7" {

@@ -192,23 +192,15 @@ func (a *Agent) Readyz() (int, string) {
 
 // Metric reads one unlabelled sample from /metrics (Options.Metrics).
 func (a *Agent) Metric(name string) (float64, error) {
-	if a.Metrics == "" {
-		return 0, fmt.Errorf("metrics are off for this agent")
-	}
-	resp, err := probeClient.Get("http://" + a.Metrics + "/metrics")
+	s, err := a.Samples(name)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && f[0] == name {
-			return strconv.ParseFloat(f[1], 64)
-		}
+	v, ok := s[name]
+	if !ok {
+		return 0, fmt.Errorf("no sample %s in /metrics", name)
 	}
-	return 0, fmt.Errorf("no sample %s in /metrics", name)
+	return v, nil
 }
 
 // Samples reads unlabelled samples from one scrape of /metrics: a
